@@ -1,0 +1,1 @@
+"""rir-jax: ResNet in ResNet, pre-activation ResNets and a plain CNN in JAX/Flax."""
