@@ -1,0 +1,76 @@
+"""Defaults every experiment config starts from; experiment files change only what differs."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Every key under `model` except `name` is passed to rir_jax.models.get_model.
+  config.model = ml_collections.ConfigDict({"name": "rir"})
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "cifar10"
+  config.data.data_dir = config_dict.placeholder(str)    # default: TFDS's (~/tensorflow_datasets)
+  config.data.manual_dir = config_dict.placeholder(str)  # folder of the original files, offline
+  config.data.download = True
+
+  config.batch_size = 128          # global, over all devices and processes
+  config.eval_batch_size = 1000    # global; the test split is padded to whole batches
+  config.num_epochs = 10.0
+  config.num_train_steps = -1      # > 0 overrides num_epochs
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "sgd"               # sgd | adamw
+  config.optimizer.learning_rate = 0.1
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.weight_decay_type = "l2"   # l2 (through the momentum) | decoupled
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = "piecewise"          # piecewise | cosine | constant
+  config.schedule.boundaries_epochs = (5.0, 8.0)
+  config.schedule.decay_factor = 0.1
+  config.schedule.warmup_epochs = 0.0
+
+  config.label_smoothing = 0.0
+  config.dtype = "float32"          # float32 | bfloat16 (compute; parameters stay float32)
+
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1.0
+  config.eval_every_steps = -1      # > 0 overrides eval_every_epochs
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 3
+
+  config.nan_policy = "stop"        # stop (exit 1, step named) | skip_step (skip, count)
+  config.allow_config_change = False  # resume a workdir written with another config
+  return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any experiment to a few seconds on a laptop CPU: same code path, tiny budget."""
+  config.batch_size = 32
+  config.eval_batch_size = 256
+  config.num_train_steps = 12
+  config.schedule.boundaries_epochs = ()
+  config.log_every_steps = 4
+  config.eval_every_steps = 12
+  config.checkpoint_every_steps = 6
+  if config.data.name.startswith("cifar"):
+    # No CIFAR archive on a fresh offline machine: smoke-test the CIFAR path on
+    # synthetic images of the same shape (never to be read as accuracy).
+    config.data.name = "synthetic"
+  return config
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """`configs/NAME.py:VARIANT`: no variant, or `smoke`."""
+  if arg in (None, ""):
+    return config
+  if arg == "smoke":
+    return smoke(config)
+  raise ValueError(f"unknown config variant {arg!r}; choose 'smoke' or none")

@@ -1,0 +1,55 @@
+"""Trains one config into one workdir; re-running the same command resumes it.
+
+  python launch.py --config=configs/rir_cifar.py --workdir=runs/rir1 [--config.key=value ...]
+
+Exit codes: 0 done; 2 bad usage, config or data (one line on stderr, workdir untouched);
+1 a failure during the run (non-finite loss, a checkpoint that cannot be written).
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from rir_jax import run
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Folder for config.json, metrics, checkpoints.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0, for multi-process runs (GPU boxes, loopback).")
+flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+flags.DEFINE_bool("auto_distributed", False,
+                  "Join a multi-host run by auto-detection (every worker of a TPU VM slice).")
+flags.DEFINE_string("jax_cache_dir", str(pathlib.Path.home() / ".cache" / "rir_jax" / "xla"),
+                    "Persistent compilation cache: a re-run skips compiling. Empty to disable.")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with its errors reduced to one line and exit code 2."""
+  try:
+    rest = FLAGS(argv)
+    if FLAGS.config is None or not FLAGS.workdir:
+      raise flags.Error("--config and --workdir are required")
+    return rest
+  except Exception as error:  # noqa: BLE001 - a config file that raises lands here too
+    run.usage_error(run.one_line(error))
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    run.usage_error(f"unexpected arguments {argv[1:]}; settings go in --config.key=value")
+  logging.set_verbosity(logging.INFO)
+  sys.exit(run.launch(
+      FLAGS.config, pathlib.Path(FLAGS.workdir),
+      distributed=run.Distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                  FLAGS.process_id, FLAGS.auto_distributed),
+      jax_cache_dir=FLAGS.jax_cache_dir))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,51 @@
+"""Host -> device batches: this process's slice of each global batch, prefetched.
+
+Batches are a pure function of (seed, step) (see rir_jax.data.pipeline), so a resumed
+run feeds exactly what an uninterrupted one would from the same step on.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import collections
+from typing import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from rir_jax import parallel
+from rir_jax.data import pipeline
+
+
+def train_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int,
+                  mesh: Mesh, start_step: int, end_step: int,
+                  prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Global training batches for steps [start_step, end_step), `prefetch` ahead.
+
+  A worker thread gathers and transfers the next batches while the device computes,
+  so the host never stalls the step (numpy indexing and transfers release the GIL).
+  """
+  def make(step: int) -> dict[str, jax.Array]:
+    idx = pipeline.train_batch_indices(
+        len(labels), global_batch, seed=seed, step=step,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    return parallel.global_batch_from_local({"image": images[idx], "label": labels[idx]}, mesh)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    queue = collections.deque()
+    for step in range(start_step, end_step):
+      while len(queue) <= prefetch and step + len(queue) < end_step:
+        queue.append(pool.submit(make, step + len(queue)))
+      yield queue.popleft().result()
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int,
+                 mesh: Mesh) -> list[dict[str, jax.Array]]:
+  """The whole split as padded, masked global batches, placed on device once per run."""
+  batches = []
+  for idx, mask in pipeline.eval_batches(len(labels), global_batch,
+                                         process_index=jax.process_index(),
+                                         process_count=jax.process_count()):
+    local = {"image": images[idx], "label": labels[idx], "mask": mask}
+    batches.append(parallel.global_batch_from_local(local, mesh))
+  return batches

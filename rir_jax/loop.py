@@ -1,0 +1,217 @@
+"""train_and_evaluate(config, workdir): the one place with side effects.
+
+Schedule of steps, evals, checkpoints and metrics around the pure, jit-compiled steps
+of rir_jax.train. Safe to re-run on the same workdir: it resumes from the newest good
+checkpoint and continues exactly as an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from rir_jax import checkpoint, feeding, metrics as metrics_lib, optim, parallel, train
+from rir_jax.data import Dataset, pipeline
+from rir_jax.models import get_model
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class NonFiniteLoss(RuntimeError):
+  """The training loss became NaN or inf (nan_policy=stop)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The run's schedule, in steps."""
+  steps_per_epoch: int
+  total_steps: int
+  eval_every: int
+  checkpoint_every: int
+  log_every: int
+
+
+def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Plan:
+  spe = pipeline.steps_per_epoch(num_train_examples, config.batch_size)
+  total = (config.num_train_steps if config.num_train_steps > 0
+           else max(1, int(math.ceil(config.num_epochs * spe))))
+  eval_every = (config.eval_every_steps if config.eval_every_steps > 0
+                else max(1, int(round(config.eval_every_epochs * spe))))
+  return Plan(spe, total, eval_every, config.checkpoint_every_steps, config.log_every_steps)
+
+
+def make_model(config: ml_collections.ConfigDict, num_classes: int):
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  return get_model(config.model.name, num_classes=num_classes,
+                   dtype=DTYPES[config.dtype], **kwargs)
+
+
+def make_step_config(config: ml_collections.ConfigDict, dataset: Dataset,
+                     plan: Plan) -> train.StepConfig:
+  schedule = optim.learning_rate_schedule(config, plan.steps_per_epoch, plan.total_steps)
+  return train.StepConfig(
+      model=make_model(config, dataset.num_classes),
+      tx=optim.make_optimizer(config, schedule), schedule=schedule,
+      num_classes=dataset.num_classes, augmentation=dataset.augmentation,
+      mean=tuple(float(m) for m in dataset.mean), std=tuple(float(s) for s in dataset.std),
+      dtype=DTYPES[config.dtype], label_smoothing=config.label_smoothing,
+      skip_nonfinite=config.nan_policy == "skip_step")
+
+
+class Trainer:
+  """The compiled steps over one mesh, plus the state they update."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset: Dataset, plan: Plan,
+               mesh: Mesh | None = None):
+    self.mesh = mesh if mesh is not None else parallel.make_mesh()
+    self.cfg = make_step_config(config, dataset, plan)
+    rep, data = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+    image_shape = dataset.train_images.shape[1:]
+    create = jax.jit(lambda: train.create_train_state(self.cfg, config.seed, image_shape),
+                     out_shardings=rep)
+    self.state = create()
+    self._train = jax.jit(train.bind(train.train_step, self.cfg),
+                          in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+    self._eval = jax.jit(train.bind(train.eval_step, self.cfg),
+                         in_shardings=(rep, data), out_shardings=rep)
+    self.compile_seconds = None
+
+  def compile(self, example_batch) -> float:
+    """Ahead-of-time compiles the train step, so its cost is reported apart from step time."""
+    start = time.perf_counter()
+    self._train = self._train.lower(self.state, example_batch).compile()
+    self.compile_seconds = time.perf_counter() - start
+    return self.compile_seconds
+
+  def step(self, batch):
+    self.state, step_metrics = self._train(self.state, batch)
+    return step_metrics
+
+  def evaluate(self, batches) -> dict[str, float]:
+    totals = [self._eval(self.state, b) for b in batches]
+    summed = jax.device_get(jax.tree.map(lambda *xs: sum(xs), *totals))
+    count = float(summed["count"])
+    return {"eval/loss": float(summed["loss_sum"]) / count,
+            "eval/accuracy": float(summed["correct"]) / count, "eval/examples": int(count)}
+
+
+class _TrainLog:
+  """Accumulates per-step device metrics; one host sync per flush."""
+
+  def __init__(self, global_batch: int):
+    self._global_batch = global_batch
+    self._pending: list[tuple[int, dict]] = []
+    self._clock = time.perf_counter()
+
+  def add(self, step: int, step_metrics: dict) -> None:
+    self._pending.append((step, step_metrics))
+
+  def flush(self, nan_policy: str) -> dict[str, float] | None:
+    """Mean train metrics since the last flush; raises NonFiniteLoss on the first bad step."""
+    if not self._pending:
+      return None
+    host = jax.device_get([m for _, m in self._pending])
+    steps = [s for s, _ in self._pending]
+    now = time.perf_counter()
+    elapsed, self._clock = now - self._clock, now
+    self._pending = []
+    bad = [s for s, m in zip(steps, host) if not m["finite"]]
+    if bad and nan_policy == "stop":
+      raise NonFiniteLoss(f"training loss is not finite at step {bad[0] + 1}")
+    good = [m for m in host if m["finite"]] or host
+    return {
+        "train/loss": float(np.mean([m["loss"] for m in good])),
+        "train/accuracy": float(np.mean([m["accuracy"] for m in good])),
+        "train/learning_rate": float(host[-1]["learning_rate"]),
+        "train/images_per_sec": self._global_batch * len(host) / elapsed,
+        "train/nonfinite_steps": len(bad),
+    }
+
+
+def _drop_lines_after(path: pathlib.Path, step: int) -> None:
+  """On resume, forget metrics written past the restored step (they will be re-made)."""
+  if not path.exists():
+    return
+  kept = [line for line in metrics_lib.read_metrics(path) if line["step"] <= step]
+  path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                       dataset: Dataset) -> dict[str, float]:
+  """Trains `config` on `dataset` into `workdir` (resuming if it holds checkpoints)."""
+  plan = make_plan(config, len(dataset.train_labels))
+  trainer = Trainer(config, dataset, plan)
+  ckpts = checkpoint.Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
+  restored = ckpts.restore_newest(trainer.state)
+  if restored is not None:
+    trainer.state = restored
+  start = int(jax.device_get(trainer.state.step))
+  main = parallel.is_main_process()
+  if main:
+    _drop_lines_after(workdir / "metrics.jsonl", start)
+  writer = metrics_lib.MetricsWriter(workdir, enabled=main)
+  log.info("%s at step %d of %d (%d steps per epoch)",
+           "resuming" if start else "starting", start, plan.total_steps, plan.steps_per_epoch)
+  try:
+    final = _run(config, plan, trainer, ckpts, writer, dataset, start)
+  finally:
+    writer.close()
+    ckpts.close()
+  return final
+
+
+def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
+         writer: metrics_lib.MetricsWriter, dataset: Dataset, start: int) -> dict[str, float]:
+  eval_data = feeding.eval_batches(dataset.test_images, dataset.test_labels,
+                                   global_batch=config.eval_batch_size, mesh=trainer.mesh)
+  batches = feeding.train_batches(
+      dataset.train_images, dataset.train_labels, global_batch=config.batch_size,
+      seed=config.seed, mesh=trainer.mesh, start_step=start, end_step=plan.total_steps)
+  progress = metrics_lib.Progress(total_steps=plan.total_steps, initial_step=start,
+                                  steps_per_epoch=plan.steps_per_epoch,
+                                  enabled=parallel.is_main_process())
+  train_log = _TrainLog(config.batch_size)
+  final = {}
+  first = True
+  for step in range(start, plan.total_steps):
+    batch = next(batches)
+    if first:
+      writer.write(step, {"train/compile_seconds": trainer.compile(batch)})
+      train_log = _TrainLog(config.batch_size)  # start the clock after compiling
+      first = False
+    train_log.add(step, trainer.step(batch))
+    done = step + 1
+    is_last = done == plan.total_steps
+    if done % plan.log_every == 0 or is_last:
+      scalars = train_log.flush(config.nan_policy)
+      scalars["train/epoch"] = done / plan.steps_per_epoch
+      writer.write(done, scalars)
+      progress.update(done, scalars["train/loss"], scalars["train/images_per_sec"])
+    if done % plan.eval_every == 0 or is_last:
+      final = trainer.evaluate(eval_data)
+      writer.write(done, {**final, "train/epoch": done / plan.steps_per_epoch})
+    if done % plan.checkpoint_every == 0 or is_last:
+      _flush_into(writer, train_log, config.nan_policy, done)
+      ckpts.save(done, trainer.state)
+  progress.close()
+  if not final:  # resumed at the very end: the last eval is re-made for the caller
+    final = trainer.evaluate(eval_data)
+  return final
+
+
+def _flush_into(writer, train_log: _TrainLog, nan_policy: str, step: int) -> None:
+  """Checks every step since the last log before a checkpoint may record its state."""
+  scalars = train_log.flush(nan_policy)
+  if scalars is not None:
+    writer.write(step, scalars)

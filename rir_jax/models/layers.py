@@ -1,0 +1,84 @@
+"""Pieces every model shares: He-initialised convolutions, batch norm, shortcuts."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+SHORTCUTS = ('projection', 'zero_pad')
+
+# He et al. (2015) normal init, std = sqrt(2 / fan_out). Batch norm follows every conv,
+# so the forward scale is normalised away anyway; fan_out instead keeps the variance of
+# the backward signal, and it is torchvision's choice (kaiming_normal_(mode='fan_out')),
+# so a PyTorch replica reproduces the init with one line.
+he_normal = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def check_choice(what: str, value: Any, choices: Sequence[Any]) -> None:
+  """Raises a one-line ValueError unless `value` is one of `choices`."""
+  if value not in choices:
+    raise ValueError(f"unknown {what} {value!r}; choose one of: "
+                     f"{', '.join(map(str, choices))}")
+
+
+def conv(features: int, kernel_size: int = 3, strides: int = 1, *,
+         dtype: Dtype, name: str | None = None) -> nn.Conv:
+  """A bias-free square convolution (batch norm supplies the bias).
+
+  Padding is k // 2 on every side, as in PyTorch: XLA's 'SAME' pads a stride-2 conv
+  on an even input only at the bottom/right, which shifts the sampling grid.
+  """
+  return nn.Conv(features, (kernel_size, kernel_size), strides=strides,
+                 padding=kernel_size // 2, use_bias=False, kernel_init=he_normal,
+                 dtype=dtype, name=name)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: int, dtype: Dtype) -> jax.Array:
+  """Applies a raw 3x3 HWIO kernel the way `conv` does (padding 1, no bias)."""
+  return jax.lax.conv_general_dilated(
+      x.astype(dtype), kernel.astype(dtype), (strides, strides), ((1, 1), (1, 1)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def batch_norm(train: bool, *, momentum: float, epsilon: float, dtype: Dtype,
+               name: str | None = None) -> nn.BatchNorm:
+  """Batch norm on batch statistics in training, running averages in evaluation."""
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum,
+                      epsilon=epsilon, dtype=dtype, name=name)
+
+
+def zero_pad(x: jax.Array, features: int, strides: int) -> jax.Array:
+  """He et al.'s option A: subsample spatially, append zero channels at the end."""
+  x = x[:, ::strides, ::strides, :]
+  return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - x.shape[-1])))
+
+
+def is_identity(x: jax.Array, features: int, strides: int) -> bool:
+  """Whether a shortcut from `x` to `features` channels at `strides` keeps shape."""
+  return x.shape[-1] == features and strides == 1
+
+
+def shortcut(x: jax.Array, features: int, strides: int, kind: str, *, dtype: Dtype,
+             projection_input: jax.Array | None = None) -> jax.Array:
+  """Identity where the shape is kept, else zero padding or a 1x1 projection.
+
+  Must be called inside a compact method: the projection conv, named 'projection',
+  becomes a child of the calling module. `projection_input` lets a pre-activation
+  block project its pre-activated input while zero padding reads the raw one.
+  """
+  if is_identity(x, features, strides):
+    return x
+  if kind == 'zero_pad':
+    return zero_pad(x, features, strides)
+  source = x if projection_input is None else projection_input
+  return conv(features, 1, strides, dtype=dtype, name='projection')(source)
+
+
+def classifier_logits(x: jax.Array, num_classes: int, dtype: Dtype) -> jax.Array:
+  """Global average pool, then a dense layer; logits in float32 for the loss."""
+  x = jnp.mean(x, axis=(1, 2))
+  return nn.Dense(num_classes, dtype=dtype, name='head')(x).astype(jnp.float32)

@@ -1,0 +1,188 @@
+"""ResNet in ResNet (Targ, Almeida and Lyman 2016) and its ResNet Init form."""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rir_jax.models import layers
+
+HEADS = ('dense', 'conv_bn')
+KERNEL_NAMES = ('kernel_rr', 'kernel_tr', 'kernel_rt', 'kernel_tt')
+
+
+def resnet_init_kernel(kernel_rr: jax.Array, kernel_tr: jax.Array,
+                       kernel_rt: jax.Array, kernel_tt: jax.Array, *,
+                       add_identity: bool) -> jax.Array:
+  """The single 3x3 kernel over concat(r, t) that computes a generalized block.
+
+  The paper writes it (output rows, input columns) as [[W_rr + I, W_tr], [W_rt, W_tt]];
+  in flax's HWIO layout the input channels come first, so this is the transpose:
+  kernel[..., :c_in, :c_out] = W_rr (+ I), kernel[..., c_in:, :c_out] = W_tr,
+  kernel[..., :c_in, c_out:] = W_rt, kernel[..., c_in:, c_out:] = W_tt,
+  where kernel_xy maps stream x to stream y. I is the identity at the centre tap,
+  the identity shortcut folded into the convolution; it is added here, never stored,
+  so weight decay acts on W_rr and not on W_rr + I.
+  """
+  if add_identity:
+    centre, channels = kernel_rr.shape[0] // 2, kernel_rr.shape[-1]
+    kernel_rr = kernel_rr.at[centre, centre].add(jnp.eye(channels, dtype=kernel_rr.dtype))
+  from_r = jnp.concatenate([kernel_rr, kernel_rt], axis=-1)
+  from_t = jnp.concatenate([kernel_tr, kernel_tt], axis=-1)
+  return jnp.concatenate([from_r, from_t], axis=-2)
+
+
+class GeneralizedResidualBlock(nn.Module):
+  """The generalized residual block, Eq. 1 of the paper:
+
+      r' = relu(BN_r(conv(r, W_rr) + conv(t, W_tr) + shortcut(r)))
+      t' = relu(BN_t(conv(r, W_rt) + conv(t, W_tt)))
+
+  r is the residual stream, t the transient stream, both of width `features` on
+  output. The four 3x3 kernels are parameters 'kernel_rr', 'kernel_tr', 'kernel_rt',
+  'kernel_tt' (kernel_xy maps stream x to stream y). The shortcut feeds r only and is
+  added before BN/ReLU: identity, or, where width or stride changes, a 1x1 conv
+  'projection' or zero padding. With W_tr = W_rt = W_tt = 0 the r stream is a
+  one-conv ResNet block; without the r stream, t is a plain conv-BN-ReLU layer.
+
+  `single_conv=True` computes the same function as ONE convolution over concat(r, t)
+  with the kernel of `resnet_init_kernel` (the paper's "ResNet Init"): same
+  parameters, same names, so variables move between the two forms unchanged.
+  """
+  features: int
+  strides: int = 1
+  shortcut: str = 'projection'
+  single_conv: bool = False
+  dtype: layers.Dtype = jnp.float32
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, r: jax.Array, t: jax.Array, *,
+               train: bool) -> tuple[jax.Array, jax.Array]:
+    shape = (3, 3, r.shape[-1], self.features)
+    kernels = {name: self.param(name, layers.he_normal, shape, jnp.float32)
+               for name in KERNEL_NAMES}
+    conv = functools.partial(layers.conv2d, strides=self.strides, dtype=self.dtype)
+    identity = layers.is_identity(r, self.features, self.strides)
+    if self.single_conv:
+      kernel = resnet_init_kernel(**kernels, add_identity=identity)
+      r_out, t_out = jnp.split(conv(jnp.concatenate([r, t], axis=-1), kernel), 2, axis=-1)
+    else:
+      r_out = conv(r, kernels['kernel_rr']) + conv(t, kernels['kernel_tr'])
+      t_out = conv(r, kernels['kernel_rt']) + conv(t, kernels['kernel_tt'])
+    if not (identity and self.single_conv):  # else it is inside the kernel already
+      r_out += layers.shortcut(r, self.features, self.strides, self.shortcut,
+                               dtype=self.dtype)
+    norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
+    return nn.relu(norm(name='bn_r')(r_out)), nn.relu(norm(name='bn_t')(t_out))
+
+
+class RiRBlock(nn.Module):
+  """Two generalized residual blocks inside an outer shortcut on the residual stream.
+
+  r_out = r2 + shortcut(r), (r2, t_out) = G2(G1(r, t)); the first block G1 carries
+  the stride and width change, and the outer shortcut (identity, else a 1x1
+  'projection' or zero padding) adds the block-input r to the block-output r,
+  with no BN or ReLU after the sum.
+  """
+  features: int
+  strides: int = 1
+  shortcut: str = 'projection'
+  single_conv: bool = False
+  dtype: layers.Dtype = jnp.float32
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, r: jax.Array, t: jax.Array, *,
+               train: bool) -> tuple[jax.Array, jax.Array]:
+    block = functools.partial(
+        GeneralizedResidualBlock, self.features, shortcut=self.shortcut,
+        single_conv=self.single_conv, dtype=self.dtype,
+        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+    r_in = r
+    r, t = block(strides=self.strides)(r, t, train=train)
+    r, t = block()(r, t, train=train)
+    r += layers.shortcut(r_in, self.features, self.strides, self.shortcut,
+                         dtype=self.dtype)
+    return r, t
+
+
+class RiR(nn.Module):
+  """ResNet in ResNet for small images.
+
+  Stem: per stream, 3x3 conv at `widths[0]` + BN + ReLU on the image. Then one stage
+  per entry of `widths`, each of `blocks_per_stage` RiRBlocks (two generalized blocks
+  each); the first block of every stage after the first has stride 2. Head: concat(r, t)
+  then either 'dense' (global average pool, dense: the ResNet head) or 'conv_bn' (the
+  paper's 1x1 conv to classes + BN, then global average pool).
+
+  The defaults, widths (8, 16, 32) per stream with (2, 3, 3) blocks, are the paper's
+  18-layer RiR (1 stem + 16 generalized blocks + 1 head) scaled to about 0.27M
+  parameters, matched with ResNet-20.
+
+  Attributes:
+    num_classes: number of logits.
+    widths: channels per stream of each stage (the total is twice this).
+    blocks_per_stage: RiRBlocks in each stage.
+    shortcut: 'projection' (default) or 'zero_pad' where the shape changes.
+    head: 'dense' or 'conv_bn'.
+    single_conv: compute each generalized block as one convolution (ResNet Init).
+    dtype: compute dtype; parameters stay float32.
+    bn_momentum: batch-norm running-average momentum.
+    bn_epsilon: batch-norm epsilon.
+  """
+  num_classes: int
+  widths: Sequence[int] = (8, 16, 32)
+  blocks_per_stage: Sequence[int] = (2, 3, 3)
+  shortcut: str = 'projection'
+  head: str = 'dense'
+  single_conv: bool = False
+  dtype: layers.Dtype = jnp.float32
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+
+  def __post_init__(self):
+    if len(self.widths) != len(self.blocks_per_stage):
+      raise ValueError(f'widths {tuple(self.widths)} and blocks_per_stage '
+                       f'{tuple(self.blocks_per_stage)} must have the same length')
+    layers.check_choice('shortcut', self.shortcut, layers.SHORTCUTS)
+    layers.check_choice('head', self.head, HEADS)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
+
+    def stem(stream):
+      y = layers.conv(self.widths[0], 3, dtype=self.dtype, name=f'stem_conv_{stream}')(x)
+      return nn.relu(norm(name=f'stem_bn_{stream}')(y))
+
+    r, t = stem('r'), stem('t')
+    for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks_per_stage)):
+      for index in range(blocks):
+        r, t = RiRBlock(width, strides=2 if stage > 0 and index == 0 else 1,
+                        shortcut=self.shortcut, single_conv=self.single_conv,
+                        dtype=self.dtype, bn_momentum=self.bn_momentum,
+                        bn_epsilon=self.bn_epsilon)(r, t, train=train)
+    x = jnp.concatenate([r, t], axis=-1)
+    if self.head == 'dense':
+      return layers.classifier_logits(x, self.num_classes, self.dtype)
+    x = layers.conv(self.num_classes, 1, dtype=self.dtype, name='head_conv')(x)
+    x = norm(name='head_bn')(x)
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+# Same architecture, each generalized block run as one convolution over concat(r, t).
+ResNetInit = functools.partial(RiR, single_conv=True)
+
+# The paper's CIFAR model, "18-layer + wide": stem at 48 per stream; 2 RiRBlocks at 48
+# (32x32), 1 + 2 at 96 (16x16), 1 + 2 at 192 (8x8); 1x1 conv + BN head. ~9.5M params.
+RiRPaper = functools.partial(RiR, widths=(48, 96, 192), blocks_per_stage=(2, 3, 3),
+                             head='conv_bn')

@@ -1,0 +1,116 @@
+"""What launch.py does once flags are parsed: checks first, then the run, then exit codes.
+
+Every user mistake is found before the workdir is created and reported in one line with
+exit code 2; failures during the run exit 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import socket
+import sys
+from typing import NoReturn
+
+import jax
+import ml_collections
+
+from rir_jax import checkpoint, config_check, data, loop, parallel, workdir as workdir_lib
+
+USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)
+
+
+class UsageError(ValueError):
+  """Bad flags or environment: exit 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+  auto: bool = False
+
+
+def one_line(error: BaseException) -> str:
+  text = " ".join(str(error).split())
+  return text or type(error).__name__
+
+
+def usage_error(message: str) -> NoReturn:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _check_distributed(d: Distributed) -> None:
+  if not d.coordinator_address:
+    return
+  if d.num_processes is None or d.process_id is None:
+    raise UsageError("--coordinator_address needs --num_processes and --process_id")
+  if not 0 <= d.process_id < d.num_processes:
+    raise UsageError(f"--process_id={d.process_id} must be in [0, {d.num_processes})")
+  host, _, port = d.coordinator_address.rpartition(":")
+  if not port.isdigit():
+    raise UsageError(f"--coordinator_address={d.coordinator_address!r} must be host:port")
+  if d.process_id == 0:  # the coordinator binds this port: fail now, not in a crash later
+    with socket.socket() as probe:
+      try:
+        probe.bind((host, int(port)))
+      except OSError as error:
+        raise UsageError(f"coordinator port {port} on {host} is not free ({error.strerror}); "
+                         "pick another --coordinator_address port") from error
+
+
+def _check_model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+  """Builds the model abstractly: bad model keys fail here, before any workdir exists."""
+  try:
+    model = loop.make_model(config, dataset.num_classes)
+    shape = (1, *dataset.train_images.shape[1:])
+    jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape), train=False))
+  except (TypeError, ValueError) as error:
+    raise UsageError(f"--config.model: {one_line(error)}") from error
+
+
+def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
+             jax_cache_dir: str) -> data.Dataset:
+  """All checks that need no workdir; returns the dataset the run will use."""
+  _check_distributed(distributed)
+  parallel.initialize_distributed(distributed.coordinator_address, distributed.num_processes,
+                                  distributed.process_id, auto=distributed.auto)
+  if jax_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", jax_cache_dir)
+  config_check.validate(config, device_count=jax.device_count(),
+                        process_count=jax.process_count())
+  workdir_lib.check(workdir, config)
+  dataset = data.load_dataset(config.data.name, data_dir=config.data.data_dir,
+                              manual_dir=config.data.manual_dir, download=config.data.download)
+  if dataset.train_images.shape[0] < config.batch_size:
+    raise config_check.ConfigError(
+        f"--config.batch_size={config.batch_size} is larger than the "
+        f"{dataset.train_images.shape[0]} training examples of {config.data.name}")
+  _check_model(config, dataset)
+  return dataset
+
+
+def launch(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
+           distributed: Distributed, jax_cache_dir: str) -> int:
+  """Runs the whole command; returns the exit code (usage errors exit 2 directly)."""
+  try:
+    dataset = _prepare(config, workdir, distributed, jax_cache_dir)
+  except (UsageError, *USAGE_ERRORS) as error:
+    usage_error(one_line(error))
+  workdir_lib.claim(workdir, config, write=parallel.is_main_process())
+  try:
+    final = loop.train_and_evaluate(config, workdir, dataset)
+  except loop.NonFiniteLoss as error:
+    print(f"error: {error}; stopped with the last good checkpoint kept in "
+          f"{workdir / 'checkpoints'} (try a lower --config.optimizer.learning_rate, or "
+          "--config.nan_policy=skip_step)", file=sys.stderr)
+    return 1
+  except checkpoint.CheckpointError as error:
+    print(f"error: {one_line(error)}; earlier checkpoints are intact", file=sys.stderr)
+    return 1
+  if parallel.is_main_process():
+    print(f"final eval accuracy {final['eval/accuracy']:.4f} (loss {final['eval/loss']:.4f}, "
+          f"{final['eval/examples']} test examples); results in {workdir}: config.json, "
+          "metrics.jsonl, tensorboard/, checkpoints/")
+  return 0

@@ -1,0 +1,65 @@
+"""The run's folder: checked before anything is written, then claimed with config.json."""
+from __future__ import annotations
+
+import json
+import pathlib
+import tempfile
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+# Keys that may change between a run and its resumption without changing its results.
+_FREE_KEYS = ("allow_config_change",)
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot be used for this run; the message says why and what to do."""
+
+
+def config_json(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+  keys = sorted(set(old) | set(new))
+  diffs = []
+  for key in keys:
+    name = f"{prefix}{key}"
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += _differences(a, b, name + ".")
+    elif a != b and key not in _FREE_KEYS:
+      diffs.append(f"{name} ({a!r} -> {b!r})")
+  return diffs
+
+
+def check(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  """Raises WorkdirError without touching anything on disk."""
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f"--workdir={workdir} is a file; give a folder path")
+  existing = workdir
+  while not existing.exists():
+    existing = existing.parent
+  try:  # a real probe: root passes os.access checks on read-only file systems
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as error:
+    raise WorkdirError(f"--workdir={workdir}: cannot write in {existing} ({error.strerror}); "
+                       "choose a folder you can write to") from error
+  saved = workdir / CONFIG_FILE
+  if saved.exists() and not config.allow_config_change:
+    diffs = _differences(json.loads(saved.read_text()), config_json(config))
+    if diffs:
+      raise WorkdirError(
+          f"--workdir={workdir} holds a run with another config ({'; '.join(diffs[:3])}"
+          f"{'; ...' if len(diffs) > 3 else ''}); use a new workdir or "
+          "--config.allow_config_change=True to resume it anyway")
+
+
+def claim(workdir: pathlib.Path, config: ml_collections.ConfigDict, *, write: bool) -> None:
+  """Creates the folder and records the resolved config (main process only writes)."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  if write:
+    tmp = workdir / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config_json(config), indent=2, sort_keys=True) + "\n")
+    tmp.replace(workdir / CONFIG_FILE)

@@ -1,0 +1,67 @@
+"""launch.py as users run it: smoke configs end to end, resume, and bad input (exit 2)."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from rir_jax import metrics
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def launch(*args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, str(REPO / "launch.py"), *map(str, args)],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def mnist_args(shared_data, tmp_path_factory):
+  """Shared real MNIST, prepared once into a data_dir that every run of this module reuses."""
+  data_dir = tmp_path_factory.mktemp("tfds")
+  return [f"--config.data.manual_dir={shared_data / 'mnist'}",
+          f"--config.data.data_dir={data_dir}", "--jax_cache_dir="]
+
+
+@pytest.mark.slow
+def test_cnn_mnist_smoke_writes_the_workdir_contract(mnist_args, tmp_path):
+  workdir = tmp_path / "run"
+  result = launch("--config=configs/cnn_mnist.py:smoke", f"--workdir={workdir}", *mnist_args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "final eval accuracy" in result.stdout
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["model"]["name"] == "cnn" and config["num_train_steps"] == 12
+  lines = metrics.read_metrics(workdir / "metrics.jsonl")
+  assert all("step" in line for line in lines)
+  train = [l for l in lines if "train/loss" in l]
+  evals = [l for l in lines if "eval/accuracy" in l]
+  for key in ("train/accuracy", "train/images_per_sec", "train/learning_rate"):
+    assert key in train[0]
+  assert evals[-1]["step"] == 12 and evals[-1]["eval/examples"] == 10000
+  assert evals[-1]["eval/accuracy"] > 0.5  # 12 real steps already learn MNIST a little
+  assert any(l.get("train/compile_seconds", 0) > 0 for l in lines)
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  assert (workdir / "checkpoints" / "12").is_dir()
+
+  again = launch("--config=configs/cnn_mnist.py:smoke", f"--workdir={workdir}", *mnist_args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "resuming at step 12" in again.stderr
+  assert metrics.read_metrics(workdir / "metrics.jsonl")[-1]["step"] == 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rir_mnist", "resnet_mnist"])
+def test_mnist_smoke_configs_run(name, mnist_args, tmp_path):
+  result = launch(f"--config=configs/{name}.py:smoke", f"--workdir={tmp_path}", *mnist_args)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rir_cifar", "resnet_cifar", "cnn_cifar"])
+def test_cifar_smoke_configs_run(name, tmp_path):
+  result = launch(f"--config=configs/{name}.py:smoke", f"--workdir={tmp_path}", "--jax_cache_dir=")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((tmp_path / "config.json").read_text())["data"]["name"] == "synthetic"

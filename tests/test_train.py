@@ -1,0 +1,154 @@
+"""The train step and loop in-process: sharding equivalence, resume, NaN handling, optimizers."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from rir_jax import checkpoint, data, feeding, loop, metrics, optim, parallel, train
+
+
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.model = ml_collections.ConfigDict({"name": "cnn", "widths": (8, 16)})
+  config.data.name = "synthetic"
+  config.batch_size = 16
+  config.eval_batch_size = 400
+  config.num_train_steps = 6
+  config.schedule.name = "constant"
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 2
+  for key, value in overrides.items():
+    target = config
+    *path, last = key.split(".")
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+  return data.load_dataset("synthetic")
+
+
+def run_steps(config, dataset, mesh, steps):
+  plan = loop.make_plan(config, len(dataset.train_labels))
+  trainer = loop.Trainer(config, dataset, plan, mesh=mesh)
+  batches = feeding.train_batches(dataset.train_images, dataset.train_labels,
+                                  global_batch=config.batch_size, seed=config.seed,
+                                  mesh=trainer.mesh, start_step=0, end_step=steps)
+  for batch in batches:
+    last = trainer.step(batch)
+  return jax.device_get(trainer.state), jax.device_get(last)
+
+
+def test_eight_devices_match_one_device(synthetic):
+  assert jax.device_count() == 8
+  config = tiny_config()
+  one, m1 = run_steps(config, synthetic, parallel.make_mesh(jax.devices()[:1]), 3)
+  eight, m8 = run_steps(config, synthetic, parallel.make_mesh(), 3)
+  np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(one.batch_stats), jax.tree.leaves(eight.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_training_changes_params_and_lowers_loss(synthetic):
+  config = tiny_config(**{"optimizer.learning_rate": 0.05})
+  state, _ = run_steps(config, synthetic, parallel.make_mesh(), 1)
+  fresh = jax.device_get(loop.Trainer(config, synthetic, loop.make_plan(config, 10000)).state)
+  moved = [not np.array_equal(a, b) for a, b in
+           zip(jax.tree.leaves(state.params), jax.tree.leaves(fresh.params))]
+  assert all(moved)
+  assert int(state.step) == 1
+
+
+def test_resume_is_bit_identical(synthetic, tmp_path):
+  straight = tiny_config()
+  final_straight = loop.train_and_evaluate(straight, tmp_path / "a", synthetic)
+  half = tiny_config(num_train_steps=3)
+  loop.train_and_evaluate(half, tmp_path / "b", synthetic)
+  final_resumed = loop.train_and_evaluate(straight, tmp_path / "b", synthetic)
+  assert final_resumed == final_straight
+  a = _restore(straight, synthetic, tmp_path / "a")
+  b = _restore(straight, synthetic, tmp_path / "b")
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  lines = metrics.read_metrics(tmp_path / "b" / "metrics.jsonl")
+  evals = [l for l in lines if "eval/accuracy" in l]
+  assert [l["step"] for l in evals] == [3, 6]
+  assert evals[-1]["eval/examples"] == len(synthetic.test_labels)
+
+
+def _restore(config, dataset, workdir):
+  trainer = loop.Trainer(config, dataset, loop.make_plan(config, len(dataset.train_labels)))
+  ckpts = checkpoint.Checkpoints(workdir / "checkpoints", keep=3)
+  try:
+    state = ckpts.restore_newest(trainer.state)
+  finally:
+    ckpts.close()
+  assert int(state.step) == config.num_train_steps
+  return jax.device_get(state)
+
+
+def test_nonfinite_loss_stops_and_names_the_step(synthetic, tmp_path):
+  config = tiny_config(**{"optimizer.learning_rate": 1e30})
+  with pytest.raises(loop.NonFiniteLoss, match=r"at step \d+"):
+    loop.train_and_evaluate(config, tmp_path / "w", synthetic)
+
+
+def test_skip_step_policy_keeps_params_finite(synthetic, tmp_path):
+  config = tiny_config(**{"optimizer.learning_rate": 1e30, "nan_policy": "skip_step"})
+  loop.train_and_evaluate(config, tmp_path / "w", synthetic)
+  lines = metrics.read_metrics(tmp_path / "w" / "metrics.jsonl")
+  skipped = sum(l.get("train/nonfinite_steps", 0) for l in lines)
+  assert skipped >= 1
+  state = _restore(config, synthetic, tmp_path / "w")
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+  assert int(state.skipped_steps) == skipped
+
+
+def test_cross_entropy_is_softmax_once():
+  logits = jnp.array([[2.0, 0.0, -1.0]])
+  expected = -jax.nn.log_softmax(logits)[0, 0]
+  np.testing.assert_allclose(train.cross_entropy(logits, jnp.array([0]), 3)[0], expected,
+                             rtol=1e-6)
+
+
+def test_weight_decay_spares_batchnorm_and_biases():
+  params = {"conv": {"kernel": jnp.ones((3, 3, 1, 1))}, "bn": {"scale": jnp.ones((1,))},
+            "dense": {"bias": jnp.ones((2,))}}
+  assert optim.decay_mask(params) == {"conv": {"kernel": True}, "bn": {"scale": False},
+                                      "dense": {"bias": False}}
+
+
+@pytest.mark.parametrize("kind", ["l2", "decoupled"])
+def test_weight_decay_only_shrinks_masked_weights(kind):
+  config = tiny_config(**{"optimizer.weight_decay": 0.1, "optimizer.weight_decay_type": kind,
+                          "optimizer.momentum": 0.0})
+  tx = optim.make_optimizer(config, optax.constant_schedule(1.0))
+  params = {"w": jnp.ones((2, 2)), "b": jnp.ones((2,))}
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  np.testing.assert_allclose(updates["w"], -0.1 * np.ones((2, 2)), rtol=1e-6)
+  np.testing.assert_array_equal(updates["b"], np.zeros(2))
+
+
+def test_piecewise_schedule_follows_epochs():
+  config = tiny_config(**{"schedule.name": "piecewise", "schedule.boundaries_epochs": (2.0, 3.0)})
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=10, total_steps=40)
+  assert [float(schedule(s)) for s in (0, 19, 20, 29, 30)] == pytest.approx(
+      [0.1, 0.1, 0.01, 0.01, 0.001])
+
+
+def test_warmup_then_cosine():
+  config = tiny_config(**{"schedule.name": "cosine", "schedule.warmup_epochs": 1.0})
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=10, total_steps=40)
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(10)) == pytest.approx(0.1)
+  assert float(schedule(40)) == pytest.approx(0.0, abs=1e-6)
