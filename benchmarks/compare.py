@@ -1,0 +1,172 @@
+"""CNN vs ResNet vs RiR: accuracy over seeds and training speed, through launch.py's code path.
+
+  python benchmarks/compare.py --dataset=mnist --manual_dir=../shared/data/mnist \
+      --models=cnn,resnet,rir --seeds=3 --epochs=5 --out=benchmarks/results/mnist
+  python benchmarks/compare.py --smoke --manual_dir=../shared/data/mnist --out=/tmp/b
+
+Writes OUT/results.json, OUT/results.md, OUT/curves.png, OUT/throughput.png, and one
+workdir per (model, seed) under OUT/runs/ (re-running reuses finished runs).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+
+from benchmarks import report  # noqa: E402
+from configs import cnn_mnist, resnet_cifar  # noqa: E402
+from rir_jax import config_check, data, loop, metrics, workdir as workdir_lib  # noqa: E402
+from rir_jax.models import count_params  # noqa: E402
+
+MNIST_LIKE = ("mnist", "fashion_mnist")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default="cnn,resnet,rir",
+                 help="registry names (default kwargs: ~0.27M parameters each) or config files")
+  p.add_argument("--dataset", default="mnist")
+  p.add_argument("--manual_dir", default=None)
+  p.add_argument("--data_dir", default=None)
+  p.add_argument("--epochs", type=float, default=5.0)
+  p.add_argument("--steps", type=int, default=-1, help="> 0: a fixed number of steps instead")
+  p.add_argument("--seeds", type=int, default=3, help="number of seeds: 0 .. seeds-1")
+  p.add_argument("--batch_size", type=int, default=128)
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--out", required=True, type=pathlib.Path)
+  p.add_argument("--smoke", action="store_true",
+                 help="MNIST, 2 seeds, 150 steps: the whole pipeline in a few minutes on a CPU")
+  args = p.parse_args(argv)
+  if args.smoke:
+    args.dataset, args.seeds, args.steps = "mnist", 2, 150
+  return args
+
+
+def base_config(spec: str, args: argparse.Namespace) -> ml_collections.ConfigDict:
+  """The recipe for the dataset, with the model named by `spec` (a name or a config file)."""
+  if spec.endswith(".py"):
+    module_spec = importlib.util.spec_from_file_location(pathlib.Path(spec).stem, spec)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config()
+  else:
+    config = (cnn_mnist if args.dataset in MNIST_LIKE else resnet_cifar).get_config()
+    config.model = ml_collections.ConfigDict({"name": spec})
+  config.data.name = args.dataset
+  config.data.manual_dir = args.manual_dir
+  config.data.data_dir = args.data_dir
+  config.batch_size = args.batch_size
+  config.dtype = args.dtype
+  config.schedule.name = "cosine"  # the same schedule for every model, whatever the budget
+  config.schedule.boundaries_epochs = ()
+  config.num_epochs = args.epochs
+  config.num_train_steps = args.steps
+  config.eval_every_epochs = 1.0
+  config.eval_every_steps = max(args.steps // 5, 1) if args.steps > 0 else -1
+  config.log_every_steps = 25
+  config.checkpoint_every_steps = 10_000
+  config.keep_checkpoints = 1
+  return config
+
+
+def run_one(config, dataset, workdir: pathlib.Path) -> dict:
+  """Trains one (model, seed) with launch.py's loop; reuses a finished run's result."""
+  done = workdir / "result.json"
+  if done.exists() and json.loads(done.read_text())["config"] == workdir_lib.config_json(config):
+    return json.loads(done.read_text())
+  config_check.validate(config, device_count=jax.device_count(), process_count=1)
+  workdir_lib.check(workdir, config)
+  workdir_lib.claim(workdir, config, write=True)
+  start = time.perf_counter()
+  final = loop.train_and_evaluate(config, workdir, dataset)
+  wall = time.perf_counter() - start
+  lines = metrics.read_metrics(workdir / "metrics.jsonl")
+  speeds = [l["train/images_per_sec"] for l in lines if "train/images_per_sec" in l][1:]
+  result = {
+      "seed": config.seed, "eval/accuracy": final["eval/accuracy"],
+      "eval/loss": final["eval/loss"], "wall_seconds": wall,
+      "compile_seconds": next(l["train/compile_seconds"] for l in lines
+                              if "train/compile_seconds" in l),
+      "images_per_sec": statistics.median(speeds) if speeds else None,
+      "curve": [{k: l[k] for k in ("step", "train/epoch", "train/loss", "eval/accuracy")
+                 if k in l} for l in lines if "train/loss" in l or "eval/accuracy" in l],
+      "config": workdir_lib.config_json(config),
+  }
+  done.write_text(json.dumps(result))
+  return result
+
+
+def model_facts(config, dataset) -> dict:
+  """Parameter count and forward FLOPs per example (XLA's cost analysis, eval mode)."""
+  model = loop.make_model(config, dataset.num_classes)
+  x = jnp.zeros((8, *dataset.train_images.shape[1:]), jnp.float32)
+  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
+  compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return {"params": count_params(variables["params"]),
+          "forward_flops_per_example": float(cost["flops"]) / x.shape[0]}
+
+
+def summarize(name: str, facts: dict, runs: list[dict]) -> dict:
+  accs = [r["eval/accuracy"] for r in runs]
+  speeds = [r["images_per_sec"] for r in runs if r["images_per_sec"]]
+  return {
+      "model": name, **facts, "runs": runs,
+      "accuracy_mean": statistics.mean(accs),
+      "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+      "loss_mean": statistics.mean(r["eval/loss"] for r in runs),
+      "images_per_sec": statistics.median(speeds) if speeds else None,
+      "compile_seconds": statistics.median(r["compile_seconds"] for r in runs),
+      "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
+  }
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  try:
+    dataset = data.load_dataset(args.dataset, data_dir=args.data_dir,
+                                manual_dir=args.manual_dir)
+  except data.DataError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  args.out.mkdir(parents=True, exist_ok=True)
+  models = []
+  for spec in args.models.split(","):
+    name = pathlib.Path(spec).stem if spec.endswith(".py") else spec
+    runs = []
+    for seed in range(args.seeds):
+      config = base_config(spec, args)
+      config.seed = seed
+      print(f"== {name} seed {seed}", flush=True)
+      runs.append(run_one(config, dataset, args.out / "runs" / name / f"seed{seed}"))
+    models.append(summarize(name, model_facts(base_config(spec, args), dataset), runs))
+  results = {
+      "command": " ".join(["python", "benchmarks/compare.py", *(argv or sys.argv[1:])]),
+      "dataset": args.dataset, "train_examples": len(dataset.train_labels),
+      "test_examples": len(dataset.test_labels), "seeds": args.seeds,
+      "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+      "jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
+      "models": models,
+  }
+  (args.out / "results.json").write_text(json.dumps(results, indent=1))
+  report.write_all(results, args.out)
+  print((args.out / "results.md").read_text())
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

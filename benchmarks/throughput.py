@@ -1,0 +1,272 @@
+"""Training-step throughput of rir-jax against a PyTorch replica of the same model.
+
+  python benchmarks/throughput.py                       # resnet,rir; float32; batch 128
+  python benchmarks/throughput.py --dtype=float32,bfloat16 --out=/tmp/cpu.jsonl
+  python benchmarks/throughput.py --models=resnet,rir,rir_paper --batch=128,500 \
+      --dtype=float32,bfloat16 --no_torch               # a GPU or TPU, JAX only
+
+The JAX side is the project's own step (rir_jax.loop.Trainer); the PyTorch side
+(benchmarks/torch_models.py, eager, channels_last) does the same work: crop+flip
+augmentation and normalization of a uint8 batch, forward, cross-entropy, backward,
+SGD with momentum 0.9 and L2 weight decay on kernels, at the same batch and dtype
+(bfloat16: torch.autocast), on one device. Both train on one synthetic CIFAR-shaped
+batch kept on the device, in alternating blocks of steps, so that a noisy machine
+slows both alike. Prints one JSON object per (model, dtype, batch) line; --out
+writes the same lines to a file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+from typing import Callable
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+
+from configs import default  # noqa: E402
+from rir_jax import data, feeding, loop, parallel  # noqa: E402
+from rir_jax.models import count_params  # noqa: E402
+
+try:
+  import torch
+  import torch.nn.functional as F
+
+  from benchmarks import torch_models
+except ImportError:  # JAX-only machines: torch is an optional benchmark dependency
+  torch = None
+
+BLOCK = 5        # steps per framework per turn: short, so slow drifts hit both alike
+EVAL_REPS = 5
+PEAK_REPS = 5
+CROP_PADDING = 4  # rir_jax.data.augment.CROP_PADDING
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default="resnet,rir", help="comma list: resnet, rir, rir_paper")
+  p.add_argument("--batch", default="128", help="comma list of batch sizes")
+  p.add_argument("--dtype", default="float32", help="comma list: float32, bfloat16")
+  p.add_argument("--steps", type=int, default=20, help="timed steps per framework")
+  p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
+  p.add_argument("--eval_batch", type=int, default=1000, help="forward-only batch size")
+  p.add_argument("--out", type=pathlib.Path, default=None, help="also write the lines here")
+  p.add_argument("--no_torch", action="store_true", help="JAX only, even if torch is there")
+  args = p.parse_args(argv)
+  for dtype in args.dtype.split(","):
+    if dtype not in loop.DTYPES:
+      p.error(f"unknown dtype {dtype!r}; choose from {', '.join(loop.DTYPES)}")
+  return args
+
+
+def timed(fn: Callable[[], object]) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def matmul_peak_gflops(dtype: str) -> float:
+  """Best GFLOP/s of a square jnp.dot: the yardstick for the fraction of peak."""
+  n = 2048 if jax.default_backend() == "cpu" else 16384  # ~0.2 s on 2 CPU cores
+  a = jnp.ones((n, n), loop.DTYPES[dtype])
+  dot = jax.jit(jnp.dot)
+  jax.block_until_ready(dot(a, a))
+  best = min(timed(lambda: jax.block_until_ready(dot(a, a))) for _ in range(PEAK_REPS))
+  return 2 * n**3 / best / 1e9
+
+
+def step_flops(compiled: jax.stages.Compiled) -> float | None:
+  """XLA's FLOP count of a compiled step; cost_analysis() is a dict or a list of them."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+def bench_config(model: str, batch: int, dtype: str,
+                 model_kwargs: dict) -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.model = ml_collections.ConfigDict({"name": model, **model_kwargs})
+  config.data.name = "synthetic"
+  config.batch_size = batch
+  config.dtype = dtype
+  config.schedule.name = "constant"  # as the PyTorch side's fixed learning rate
+  return config
+
+
+class JaxBench:
+  """The project's Trainer on one device, fed one batch that stays on the device."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset: data.Dataset,
+               eval_batch: int):
+    plan = loop.make_plan(config, len(dataset.train_labels))
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    self.trainer = loop.Trainer(config, dataset, plan, mesh=mesh)
+    n = config.batch_size
+    self.batch = parallel.global_batch_from_local(
+        {"image": dataset.train_images[:n], "label": dataset.train_labels[:n]}, mesh)
+    self.eval_batch = min(eval_batch, len(dataset.test_labels))
+    self.eval_batches = feeding.eval_batches(
+        dataset.test_images[:self.eval_batch], dataset.test_labels[:self.eval_batch],
+        global_batch=self.eval_batch, mesh=mesh)
+    self.compile_seconds = self.trainer.compile(self.batch)
+    # Trainer.compile leaves the compiled executable in _train; XLA counts its FLOPs.
+    self.flops = step_flops(self.trainer._train)  # pylint: disable=protected-access
+    self.params = count_params(self.trainer.state.params)
+
+  def step(self) -> dict:
+    step_metrics = self.trainer.step(self.batch)
+    return jax.block_until_ready((self.trainer.state, step_metrics))[1]
+
+  def eval_images_per_sec(self) -> float:
+    """Forward-only throughput; evaluate() fetches its totals, so it waits for the device."""
+    self.trainer.evaluate(self.eval_batches)  # compiles
+    seconds = [timed(lambda: self.trainer.evaluate(self.eval_batches))
+               for _ in range(EVAL_REPS)]
+    return self.eval_batch / statistics.median(seconds)
+
+
+class TorchBench:
+  """The PyTorch replica, trained the way rir_jax.train.train_step trains."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset: data.Dataset):
+    if dataset.augmentation != "crop_flip":
+      raise ValueError(f"the PyTorch step only replicates crop_flip, not {dataset.augmentation}")
+    use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    self.device = torch.device("cuda" if use_cuda else "cpu")
+    # XLA's CPU runtime flushes denormals to zero; without this torch could be
+    # slowed by them for reasons that have nothing to do with either framework.
+    torch.set_flush_denormal(True)
+    kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    model = torch_models.get_model(config.model.name, num_classes=dataset.num_classes,
+                                   **kwargs)
+    self.model = model.to(self.device, memory_format=torch.channels_last).train()
+    self.params = torch_models.count_params(model)
+    opt = config.optimizer
+    # rir_jax.optim.decay_mask: weight decay on kernels only.
+    groups = [{"params": [p for p in model.parameters() if p.ndim > 1]},
+              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    self.optimizer = torch.optim.SGD(groups, lr=opt.learning_rate, momentum=opt.momentum,
+                                     weight_decay=opt.weight_decay)
+    n = config.batch_size
+    self.images = torch.from_numpy(dataset.train_images[:n]).to(self.device)
+    self.labels = torch.from_numpy(dataset.train_labels[:n]).long().to(self.device)
+    self.mean = torch.tensor(dataset.mean, device=self.device)
+    self.std = torch.tensor(dataset.std, device=self.device)
+    self.bfloat16 = config.dtype == "bfloat16"
+    self.generator = torch.Generator(self.device).manual_seed(config.seed)
+
+  def _augment(self) -> torch.Tensor:
+    """augment.augment(..., 'crop_flip') on the NHWC uint8 batch, vectorised."""
+    n, h, w, _ = self.images.shape
+    p = CROP_PADDING
+    padded = F.pad(self.images, (0, 0, p, p, p, p))
+    top, left = torch.randint(0, 2 * p + 1, (2, n, 1), generator=self.generator,
+                              device=self.device)
+    rows = top + torch.arange(h, device=self.device)
+    cols = left + torch.arange(w, device=self.device)
+    flip = torch.rand(n, 1, generator=self.generator, device=self.device) < 0.5
+    cols = torch.where(flip, cols.flip(1), cols)
+    index = torch.arange(n, device=self.device)[:, None, None]
+    return padded[index, rows[:, :, None], cols[:, None, :]]
+
+  def step(self) -> dict:
+    images = (self._augment().float() / 255.0 - self.mean) / self.std
+    self.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bfloat16):
+      logits = self.model(images.permute(0, 3, 1, 2))  # NHWC memory: channels_last
+    loss = F.cross_entropy(logits.float(), self.labels)
+    loss.backward()
+    self.optimizer.step()
+    step_metrics = {"loss": loss, "accuracy": (logits.argmax(-1) == self.labels).float().mean()}
+    if self.device.type == "cuda":
+      torch.cuda.synchronize()
+    return step_metrics
+
+
+def time_interleaved(steps: dict[str, Callable[[], object]], count: int,
+                     warmup: int) -> dict[str, float]:
+  """Median seconds per step of each `steps` entry, run in alternating blocks."""
+  for step in steps.values():
+    for _ in range(warmup):
+      step()
+  seconds = {name: [] for name in steps}
+  order = list(steps)
+  while min(map(len, seconds.values())) < count:
+    for name in order:
+      for _ in range(min(BLOCK, count - len(seconds[name]))):
+        seconds[name].append(timed(steps[name]))
+    order.reverse()  # neither framework always runs right after the other
+  return {name: statistics.median(s) for name, s in seconds.items()}
+
+
+def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps: int,
+            warmup: int, use_torch: bool, peak_gflops: float, peak_dtype: str,
+            eval_batch: int = 1000, model_kwargs: dict | None = None) -> dict:
+  """One result line: JAX (and PyTorch) training throughput of `model`, and more."""
+  config = bench_config(model, batch, dtype, model_kwargs or {})
+  jax_bench = JaxBench(config, dataset, eval_batch)
+  benches = {"jax": jax_bench.step}
+  if use_torch:
+    torch_bench = TorchBench(config, dataset)
+    if torch_bench.params != jax_bench.params:
+      raise AssertionError(f"{model}: PyTorch replica has {torch_bench.params} parameters, "
+                           f"the flax model {jax_bench.params}")
+    benches["torch"] = torch_bench.step
+  seconds = time_interleaved(benches, steps, warmup)
+  jax_speed = batch / seconds["jax"]
+  torch_speed = batch / seconds["torch"] if use_torch else None
+  gflops = jax_bench.flops / seconds["jax"] / 1e9 if jax_bench.flops else None
+  return {
+      "model": model, "batch": batch, "dtype": dtype, "params": jax_bench.params,
+      "jax_images_per_sec": jax_speed, "torch_images_per_sec": torch_speed,
+      "ratio": jax_speed / torch_speed if use_torch else None,
+      "train_flops_per_step": jax_bench.flops, "jax_gflops_per_sec": gflops,
+      "peak_gflops_per_sec": peak_gflops, "peak_dtype": peak_dtype,
+      "fraction_of_peak": gflops / peak_gflops if gflops else None,
+      "jax_compile_seconds": jax_bench.compile_seconds,
+      "eval_batch": jax_bench.eval_batch, "eval_images_per_sec": jax_bench.eval_images_per_sec(),
+      "steps": steps, "device_kind": jax.devices()[0].device_kind,
+      "backend": jax.default_backend(), "jax_version": jax.__version__,
+      "torch_version": torch.__version__ if use_torch else None,
+  }
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  use_torch = torch is not None and not args.no_torch
+  if torch is None and not args.no_torch:
+    print("torch is not installed: measuring JAX only", file=sys.stderr)
+  dataset = data.load_dataset("synthetic")
+  peaks = {}
+  out = args.out.open("w") if args.out else None
+  for model in args.models.split(","):
+    for dtype in args.dtype.split(","):
+      # On a CPU each dtype has its own peak; accelerators are judged by bf16 (MFU).
+      peak_dtype = dtype if jax.default_backend() == "cpu" else "bfloat16"
+      if peak_dtype not in peaks:
+        peaks[peak_dtype] = matmul_peak_gflops(peak_dtype)
+      for batch in map(int, args.batch.split(",")):
+        row = measure(model, batch, dtype, dataset=dataset, steps=args.steps,
+                      warmup=args.warmup, use_torch=use_torch, eval_batch=args.eval_batch,
+                      peak_gflops=peaks[peak_dtype], peak_dtype=peak_dtype)
+        line = json.dumps(row)
+        print(line, flush=True)
+        if out:
+          out.write(line + "\n")
+          out.flush()
+  if out:
+    out.close()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

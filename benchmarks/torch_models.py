@@ -1,0 +1,186 @@
+"""PyTorch replicas of rir_jax's ResNet and RiR, for the throughput benchmark only.
+
+Each module computes what its flax counterpart in rir_jax/models computes, in the
+same order and with the same parameters (benchmarks/throughput.py asserts equal
+counts): bias-free convs padded k // 2, batch norm with momentum 0.1 (flax's 0.9)
+and epsilon 1e-5, He fan-out init, shortcuts as in rir_jax/models/layers.py.
+Modules register their parameters in the order flax creates them, so the two
+models' parameter lists pair up one to one (tests/test_throughput.py copies flax
+variables in and compares outputs). Inputs are NCHW, ideally channels_last.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_MOMENTUM = 0.1  # torch's momentum weighs the new batch: 1 - flax's 0.9
+BN_EPSILON = 1e-5
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int = 3,
+         stride: int = 1) -> nn.Conv2d:
+  """layers.conv: bias-free, padding k // 2, He normal (fan out) init."""
+  layer = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                    padding=kernel_size // 2, bias=False)
+  nn.init.kaiming_normal_(layer.weight, mode='fan_out', nonlinearity='relu')
+  return layer
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+  return nn.BatchNorm2d(channels, eps=BN_EPSILON, momentum=BN_MOMENTUM)
+
+
+def zero_pad(x: torch.Tensor, features: int, stride: int) -> torch.Tensor:
+  """layers.zero_pad: subsample spatially, append zero channels at the end."""
+  x = x[:, :, ::stride, ::stride]
+  return F.pad(x, (0, 0, 0, 0, 0, features - x.shape[1]))
+
+
+class Shortcut(nn.Module):
+  """layers.shortcut: identity, zero padding, or a 1x1 conv 'projection'."""
+
+  def __init__(self, in_channels: int, features: int, stride: int, kind: str):
+    super().__init__()
+    self.features, self.stride = features, stride
+    self.identity = in_channels == features and stride == 1
+    needs_conv = not self.identity and kind == 'projection'
+    self.projection = conv(in_channels, features, 1, stride) if needs_conv else None
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    if self.identity:
+      return x
+    if self.projection is None:
+      return zero_pad(x, self.features, self.stride)
+    return self.projection(x)
+
+
+class PreActBlock(nn.Module):
+  """resnet.PreActBlock: x + conv(relu(BN(conv(relu(BN(x)))))).
+
+  A projection reads the pre-activated input, zero padding the raw one.
+  """
+
+  def __init__(self, in_channels: int, features: int, stride: int, shortcut: str):
+    super().__init__()
+    # Registered in flax's creation order, so parameters pair up one to one.
+    self.bn1 = batch_norm(in_channels)
+    self.shortcut = Shortcut(in_channels, features, stride, shortcut)
+    self.conv1 = conv(in_channels, features, 3, stride)
+    self.bn2 = batch_norm(features)
+    self.conv2 = conv(features, features)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    y = F.relu(self.bn1(x))
+    residual = self.shortcut(y if self.shortcut.projection is not None else x)
+    y = self.conv2(F.relu(self.bn2(self.conv1(y))))
+    return y + residual
+
+
+class ResNet(nn.Module):
+  """resnet.ResNet: pre-activation ResNet-(6n+2); depth 20 by default."""
+
+  def __init__(self, num_classes: int, depth: int = 20, width: int = 1,
+               shortcut: str = 'zero_pad'):
+    super().__init__()
+    blocks_per_stage = (depth - 2) // 6
+    channels = 16 * width
+    self.stem = conv(3, channels)
+    blocks = []
+    for stage, multiplier in enumerate((1, 2, 4)):
+      for index in range(blocks_per_stage):
+        stride = 2 if stage > 0 and index == 0 else 1
+        blocks.append(PreActBlock(channels, 16 * width * multiplier, stride, shortcut))
+        channels = 16 * width * multiplier
+    self.blocks = nn.Sequential(*blocks)
+    self.bn = batch_norm(channels)
+    self.head = nn.Linear(channels, num_classes)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    x = F.relu(self.bn(self.blocks(self.stem(x))))
+    return self.head(x.mean(dim=(2, 3)))
+
+
+class GeneralizedResidualBlock(nn.Module):
+  """rir.GeneralizedResidualBlock in its default four-conv form (single_conv=False)."""
+
+  def __init__(self, in_channels: int, features: int, stride: int, shortcut: str):
+    super().__init__()
+    self.rr, self.tr, self.rt, self.tt = (conv(in_channels, features, 3, stride)
+                                          for _ in range(4))
+    self.shortcut = Shortcut(in_channels, features, stride, shortcut)
+    self.bn_r, self.bn_t = batch_norm(features), batch_norm(features)
+
+  def forward(self, r: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r_out = self.rr(r) + self.tr(t) + self.shortcut(r)
+    t_out = self.rt(r) + self.tt(t)
+    return F.relu(self.bn_r(r_out)), F.relu(self.bn_t(t_out))
+
+
+class RiRBlock(nn.Module):
+  """rir.RiRBlock: two generalized blocks inside an outer shortcut on r."""
+
+  def __init__(self, in_channels: int, features: int, stride: int, shortcut: str):
+    super().__init__()
+    self.first = GeneralizedResidualBlock(in_channels, features, stride, shortcut)
+    self.second = GeneralizedResidualBlock(features, features, 1, shortcut)
+    self.shortcut = Shortcut(in_channels, features, stride, shortcut)
+
+  def forward(self, r: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r_out, t = self.second(*self.first(r, t))
+    return r_out + self.shortcut(r), t
+
+
+class RiR(nn.Module):
+  """rir.RiR: per-stream stems, RiRBlock stages, a 'dense' or 'conv_bn' head."""
+
+  def __init__(self, num_classes: int, widths: Sequence[int] = (8, 16, 32),
+               blocks_per_stage: Sequence[int] = (2, 3, 3),
+               shortcut: str = 'projection', head: str = 'dense'):
+    super().__init__()
+    self.stem_r = nn.Sequential(conv(3, widths[0]), batch_norm(widths[0]), nn.ReLU())
+    self.stem_t = nn.Sequential(conv(3, widths[0]), batch_norm(widths[0]), nn.ReLU())
+    blocks, channels = [], widths[0]
+    for stage, (width, count) in enumerate(zip(widths, blocks_per_stage)):
+      for index in range(count):
+        stride = 2 if stage > 0 and index == 0 else 1
+        blocks.append(RiRBlock(channels, width, stride, shortcut))
+        channels = width
+    self.blocks = nn.ModuleList(blocks)
+    self.head_kind = head
+    if head == 'dense':
+      self.head = nn.Linear(2 * channels, num_classes)
+    else:
+      self.head = nn.Sequential(conv(2 * channels, num_classes, 1), batch_norm(num_classes))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    r, t = self.stem_r(x), self.stem_t(x)
+    for block in self.blocks:
+      r, t = block(r, t)
+    x = torch.cat([r, t], dim=1)
+    if self.head_kind == 'dense':
+      return self.head(x.mean(dim=(2, 3)))
+    return self.head(x).mean(dim=(2, 3))
+
+
+_MODELS = {
+    'resnet': ResNet,
+    'rir': RiR,
+    # rir.RiRPaper: the paper's 9.5M-parameter CIFAR model.
+    'rir_paper': lambda num_classes, **kw: RiR(
+        num_classes, **{'widths': (48, 96, 192), 'head': 'conv_bn', **kw}),
+}
+MODEL_NAMES = tuple(_MODELS)
+
+
+def get_model(name: str, *, num_classes: int, **kwargs) -> nn.Module:
+  """The replica of rir_jax.models.get_model(name, ...); kwargs as there."""
+  if name not in _MODELS:
+    raise ValueError(f"no PyTorch replica of {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+  return _MODELS[name](num_classes, **kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+  return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,60 @@
+"""Device-side augmentation and normalization, for use inside jit on the global batch.
+
+Augment uint8 images first, then normalize: the crop's zero padding is then
+black, as in the reference CIFAR implementations (pad 4 with zeros, random
+crop back to size, random horizontal flip).
+"""
+import jax
+import jax.numpy as jnp
+
+from rir_jax.data.errors import DataError
+
+AUGMENTATIONS = ('crop_flip', 'none')
+CROP_PADDING = 4
+
+
+def step_key(seed: int, step) -> jax.Array:
+  """The augmentation key of a training step; `step` may be a traced integer."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), step)
+
+
+def augment(images: jax.Array, key: jax.Array, kind: str) -> jax.Array:
+  """Augments a batch of NHWC images (uint8 or float); same shape and dtype out.
+
+  Args:
+    images: the batch, NHWC.
+    key: a PRNG key; the same key gives the same result.
+    kind: "crop_flip" (pad 4 with zeros, random crop of the input's size, random
+      horizontal flip, independently per example) or "none".
+
+  Returns:
+    The augmented batch.
+  """
+  if kind == 'none':
+    return images
+  if kind != 'crop_flip':
+    raise DataError(f'unknown augmentation {kind!r}; choose one of: {", ".join(AUGMENTATIONS)}')
+  keys = jax.random.split(key, images.shape[0])
+  return jax.vmap(_crop_flip)(images, keys)
+
+
+def _crop_flip(image: jax.Array, key: jax.Array) -> jax.Array:
+  """One HWC image: a random crop of the zero-padded image, flipped half the time."""
+  crop_key, flip_key = jax.random.split(key)
+  height, width, channels = image.shape
+  padding = ((CROP_PADDING, CROP_PADDING), (CROP_PADDING, CROP_PADDING), (0, 0))
+  padded = jnp.pad(image, padding)
+  top, left = jax.random.randint(crop_key, (2,), 0, 2 * CROP_PADDING + 1)
+  cropped = jax.lax.dynamic_slice(padded, (top, left, 0), (height, width, channels))
+  return jnp.where(jax.random.bernoulli(flip_key), cropped[:, ::-1], cropped)
+
+
+def normalize(images: jax.Array, mean, std, dtype=jnp.float32) -> jax.Array:
+  """(images / 255 - mean) / std, with mean and std per channel in [0, 1] units.
+
+  `mean` and `std` are what `Dataset.mean` / `Dataset.std` hold: statistics of
+  pixel / 255, so MNIST's are about 0.1307 and 0.3081.
+  """
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return ((images.astype(jnp.float32) / 255.0 - mean) / std).astype(dtype)

@@ -1,0 +1,258 @@
+"""Datasets by name: prepared once with TFDS, then loaded whole into host memory.
+
+Prepared data sits where TFDS puts it, `<data_dir>/<builder>/<version>/`, with
+`data_dir` defaulting to $TFDS_DATA_DIR or ~/tensorflow_datasets. Decoding
+60,000 PNGs through the data source takes seconds, so each split is also kept
+as .npy files in `rir_arrays/` beside the array_record files: after the first
+load, a split loads in milliseconds.
+"""
+import contextlib
+import dataclasses
+import logging
+import os
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from rir_jax.data import builders
+from rir_jax.data import image_folder
+from rir_jax.data.errors import DataError
+
+_BUILDERS = {
+    'mnist': builders.RirMnist,
+    'fashion_mnist': builders.RirFashionMnist,
+    'cifar10': builders.RirCifar10,
+    'cifar100': builders.RirCifar100,
+    'cifar10_jpeg': image_folder.RirCifar10Jpeg,
+    'image_folder': image_folder.RirImageFolder,
+}
+SYNTHETIC = 'synthetic'
+DATASET_NAMES = (*_BUILDERS, SYNTHETIC)
+SPLITS = ('train', 'test')
+_DESCRIPTIONS = {
+    'mnist': 'MNIST',
+    'fashion_mnist': 'Fashion-MNIST',
+    'cifar10': 'CIFAR-10',
+    'cifar100': 'CIFAR-100',
+    'cifar10_jpeg': 'CIFAR-10 (JPEG q75)',
+    'image_folder': 'image folder {manual_dir}',
+    SYNTHETIC: 'synthetic (random images, for throughput benchmarks only)',
+}
+_SYNTHETIC_SIZES = {'train': 10_000, 'test': 2_000}
+_SYNTHETIC_SEED = 0
+_CACHE_DIR = 'rir_arrays'
+_DECODE_CHUNK = 4096
+_STATS_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """A whole dataset in host memory, as the training loop consumes it.
+
+  Attributes:
+    name: the name it was loaded by, one of DATASET_NAMES.
+    train_images: uint8 array, NHWC.
+    train_labels: int32 array.
+    test_images: uint8 array, NHWC.
+    test_labels: int32 array.
+    num_classes: number of classes.
+    augmentation: the `kind` for `augment.augment`: "crop_flip" for 32x32 colour
+      images (CIFAR, JPEG CIFAR, synthetic, 32x32 image folders), else "none".
+    mean: float32 per-channel mean of the train split's pixels, in [0, 1] units
+      (pixel / 255), as `augment.normalize` expects.
+    std: float32 per-channel standard deviation, same units.
+    description: what the data is, for reports, e.g. "CIFAR-10 (JPEG q75)".
+  """
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+  augmentation: str
+  mean: np.ndarray
+  std: np.ndarray
+  description: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """Where `prepare` put a dataset, and the number of examples of each split."""
+  path: str
+  num_examples: dict[str, int]
+
+
+def default_data_dir() -> str:
+  """TFDS's default: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+  return os.path.expanduser(os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets')
+
+
+def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+            download: bool = True) -> Prepared:
+  """Prepares `name` unless it already is, including the .npy cache of each split."""
+  if name == SYNTHETIC:
+    return Prepared('(generated in memory, nothing to prepare)', dict(_SYNTHETIC_SIZES))
+  builder = _prepared_builder(name, data_dir, manual_dir, download)
+  counts = {split: len(_split_arrays(builder, split)[1]) for split in SPLITS}
+  return Prepared(os.fspath(builder.data_path), counts)
+
+
+def load(name: str, split: str, *, data_dir: str | None = None,
+         manual_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """One split as (uint8 NHWC images, int32 labels), preparing the dataset if needed."""
+  if split not in SPLITS:
+    raise DataError(f'unknown split {split!r}; choose one of: {", ".join(SPLITS)}')
+  if name == SYNTHETIC:
+    return _synthetic_split(split)
+  return _split_arrays(_prepared_builder(name, data_dir, manual_dir, download=True), split)
+
+
+def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+                 download: bool = True) -> Dataset:
+  """Both splits of `name` in host memory, with the train split's channel statistics.
+
+  Args:
+    name: one of DATASET_NAMES.
+    data_dir: where prepared data lives; default $TFDS_DATA_DIR or ~/tensorflow_datasets.
+    manual_dir: a folder with the original files, used instead of downloading.
+    download: whether unprepared data may be downloaded. When False, data that is
+      neither prepared nor given by manual_dir fails at once, without network.
+
+  Returns:
+    The Dataset.
+  """
+  if name == SYNTHETIC:
+    (train_images, train_labels), test = _synthetic_split('train'), _synthetic_split('test')
+    num_classes = 10
+  else:
+    builder = _prepared_builder(name, data_dir, manual_dir, download)
+    train_images, train_labels = _split_arrays(builder, 'train')
+    test = _split_arrays(builder, 'test')
+    num_classes = builder.info.features['label'].num_classes
+  mean, std = channel_stats(train_images)
+  colour_32 = train_images.shape[1:] == (32, 32, 3)
+  return Dataset(
+      name=name, train_images=train_images, train_labels=train_labels,
+      test_images=test[0], test_labels=test[1], num_classes=num_classes,
+      augmentation='crop_flip' if colour_32 else 'none', mean=mean, std=std,
+      description=_DESCRIPTIONS[name].format(manual_dir=manual_dir))
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Exact per-channel mean and std of uint8 NHWC images, in [0, 1] units."""
+  # A histogram per channel is exact, and counting in chunks of pixels avoids
+  # a float (or int64, inside bincount) copy of the whole split.
+  channels = images.shape[-1]
+  pixels = images.reshape(-1, channels)
+  offsets = np.arange(channels) * 256
+  counts = np.zeros(channels * 256, np.int64)
+  for start in range(0, len(pixels), _STATS_CHUNK):
+    chunk = pixels[start:start + _STATS_CHUNK] + offsets  # Bin (channel, value).
+    counts += np.bincount(chunk.ravel(), minlength=channels * 256)
+  p = counts.reshape(channels, 256) / len(pixels)
+  values = np.arange(256) / 255
+  mean = p @ values
+  std = np.sqrt(np.sum(p * (values - mean[:, None]) ** 2, axis=1))
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+def builder_class(name: str) -> type[builders.Builder]:
+  """The TFDS builder class of a dataset name."""
+  if name not in _BUILDERS:
+    raise DataError(f'unknown dataset {name!r}; choose one of: {", ".join(DATASET_NAMES)}')
+  return _BUILDERS[name]
+
+
+def _prepared_builder(name, data_dir, manual_dir, download):
+  """The builder of `name`, prepared from manual_dir or a download if it is not yet."""
+  cls = builder_class(name)
+  data_dir = os.fspath(data_dir or default_data_dir())
+  with _quiet_tfds():
+    builder = cls.create(data_dir, manual_dir)
+    if builder.is_prepared():
+      return builder
+  if manual_dir is not None:
+    _check_manual_dir(name, cls, pathlib.Path(manual_dir))
+  elif not download or not cls.URLS:
+    raise DataError(_not_prepared_message(name, cls, data_dir, download))
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  try:
+    builder.download_and_prepare(download_config=config)
+  except OSError as e:  # Disk full, no permission: the user's to fix.
+    raise DataError(f'could not prepare {name} in {data_dir}: {e}') from None
+  return builder
+
+
+def _check_manual_dir(name, cls, folder):
+  if not folder.is_dir():
+    raise DataError(f'manual_dir {folder} is not a folder; for {name} it must hold '
+                    f'{cls.EXPECTED}')
+  if cls.find_manual_files(folder) is None:
+    raise DataError(f'manual_dir {folder} does not hold the {name} files: expected '
+                    f'{cls.EXPECTED}')
+
+
+def _not_prepared_message(name, cls, data_dir, download):
+  command = f'python -m rir_jax.data.prepare {name} --data_dir {data_dir}'
+  if cls.URLS:
+    reason = 'downloading is off (download=False)' if not download else 'it is not prepared'
+    return (f'{name} is not prepared in {data_dir} and {reason}: run `{command}` (add '
+            f'--manual_dir DIR when offline, DIR holding {cls.EXPECTED})')
+  return (f'{name} is not prepared in {data_dir} and cannot be downloaded: run '
+          f'`{command} --manual_dir DIR`, DIR holding {cls.EXPECTED}')
+
+
+def _split_arrays(builder, split):
+  """(images, labels) of a prepared split, from the .npy cache, made on first use."""
+  cache = builder.data_path / _CACHE_DIR
+  images_path, labels_path = cache / f'{split}_images.npy', cache / f'{split}_labels.npy'
+  if images_path.exists() and labels_path.exists():
+    return np.load(images_path), np.load(labels_path)
+  images, labels = _decode_split(builder, split)
+  try:
+    cache.mkdir(exist_ok=True)
+    for path, array in ((images_path, images), (labels_path, labels)):
+      # Written aside then renamed, so a concurrent or killed writer leaves no half file.
+      partial = path.with_suffix(f'.{os.getpid()}.partial')
+      with open(partial, 'wb') as f:
+        np.save(f, array)
+      os.replace(partial, path)
+  except OSError as e:  # A read-only data_dir still loads, only more slowly.
+    logging.warning('could not cache %s arrays in %s: %s', builder.name, cache, e)
+  return images, labels
+
+
+def _decode_split(builder, split):
+  """Reads a split through TFDS's array_record data source and stacks it."""
+  source = builder.as_data_source(split=split)
+  images, labels = [], []
+  for start in range(0, len(source), _DECODE_CHUNK):
+    with _quiet_tfds():
+      examples = source.__getitems__(range(start, min(start + _DECODE_CHUNK, len(source))))
+    images.append(np.stack([example['image'] for example in examples]))
+    labels.append(np.asarray([example['label'] for example in examples], np.int32))
+  return np.concatenate(images), np.concatenate(labels)
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """Hides TFDS's warnings about the expected: data not yet prepared, no OpenCV, ...
+
+  Users' stderr then shows real problems only (and DataError's one line).
+  """
+  logger = logging.getLogger('absl')
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def _synthetic_split(split):
+  """Random 32x32x3 images and 10-class labels, the same on every call."""
+  rng = np.random.default_rng((_SYNTHETIC_SEED, SPLITS.index(split)))
+  size = _SYNTHETIC_SIZES[split]
+  images = rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8)
+  return images, rng.integers(0, 10, size).astype(np.int32)
