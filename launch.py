@@ -7,6 +7,7 @@ Exit codes: 0 done; 2 bad usage, config or data (one line on stderr, workdir unt
 """
 from __future__ import annotations
 
+import logging as std_logging
 import pathlib
 import sys
 
@@ -43,7 +44,9 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     run.usage_error(f"unexpected arguments {argv[1:]}; settings go in --config.key=value")
-  logging.set_verbosity(logging.INFO)
+  # Our progress at INFO; the libraries' (Orbax logs every save step by step) at WARNING.
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger("rir_jax").setLevel(std_logging.INFO)
   sys.exit(run.launch(
       FLAGS.config, pathlib.Path(FLAGS.workdir),
       distributed=run.Distributed(FLAGS.coordinator_address, FLAGS.num_processes,

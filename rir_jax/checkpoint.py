@@ -34,7 +34,8 @@ class Checkpoints:
     run never crash-loops on it; nothing is deleted.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    for step in sorted(self._manager.all_steps(read=True), reverse=True):
+    self._manager.reload()
+    for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
       except Exception as error:  # noqa: BLE001 - any failure means "not usable"

@@ -40,12 +40,10 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, 
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int,
-                 mesh: Mesh) -> list[dict[str, jax.Array]]:
-  """The whole split as padded, masked global batches, placed on device once per run."""
-  batches = []
-  for idx, mask in pipeline.eval_batches(len(labels), global_batch,
-                                         process_index=jax.process_index(),
-                                         process_count=jax.process_count()):
-    local = {"image": images[idx], "label": labels[idx], "mask": mask}
-    batches.append(parallel.global_batch_from_local(local, mesh))
-  return batches
+                 mesh: Mesh) -> dict[str, jax.Array]:
+  """The whole split as padded, masked batches stacked on a leading axis, placed once."""
+  slices = pipeline.eval_batches(len(labels), global_batch, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+  idx = np.stack([i for i, _ in slices])
+  local = {"image": images[idx], "label": labels[idx], "mask": np.stack([m for _, m in slices])}
+  return parallel.global_batch_from_local(local, mesh, stacked=True)

@@ -83,8 +83,9 @@ class Trainer:
     self.state = create()
     self._train = jax.jit(train.bind(train.train_step, self.cfg),
                           in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
-    self._eval = jax.jit(train.bind(train.eval_step, self.cfg),
-                         in_shardings=(rep, data), out_shardings=rep)
+    self._eval = jax.jit(train.bind(train.evaluate, self.cfg),
+                         in_shardings=(rep, parallel.stacked_batches_sharded(self.mesh)),
+                         out_shardings=rep)
     self.compile_seconds = None
 
   def compile(self, example_batch) -> float:
@@ -99,8 +100,7 @@ class Trainer:
     return step_metrics
 
   def evaluate(self, batches) -> dict[str, float]:
-    totals = [self._eval(self.state, b) for b in batches]
-    summed = jax.device_get(jax.tree.map(lambda *xs: sum(xs), *totals))
+    summed = jax.device_get(self._eval(self.state, batches))
     count = float(summed["count"])
     return {"eval/loss": float(summed["loss_sum"]) / count,
             "eval/accuracy": float(summed["correct"]) / count, "eval/examples": int(count)}

@@ -39,9 +39,15 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def global_batch_from_local(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def stacked_batches_sharded(mesh: Mesh) -> NamedSharding:
+  """(num_batches, batch, ...) arrays: each batch split over all devices."""
+  return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
+def global_batch_from_local(local: dict[str, np.ndarray], mesh: Mesh, *,
+                            stacked: bool = False) -> dict[str, jax.Array]:
   """Assembles the global batch from this process's slice (every process calls this)."""
-  sharding = batch_sharded(mesh)
+  sharding = stacked_batches_sharded(mesh) if stacked else batch_sharded(mesh)
   return {name: jax.make_array_from_process_local_data(sharding, array)
           for name, array in local.items()}
 

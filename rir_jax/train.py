@@ -90,7 +90,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             batch_stats=batch_stats, opt_state=opt_state)
-  finite = jnp.isfinite(loss)
+  # Overflow can leave the loss finite but the new weights not: check both.
+  finite = jnp.isfinite(loss) & _all_finite(new_state.params)
   if cfg.skip_nonfinite:
     new_state = _keep_old_unless(finite, new_state, state)
   metrics = {
@@ -100,6 +101,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
       "finite": finite,
   }
   return new_state, metrics
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def _keep_old_unless(ok: jax.Array, new: TrainState, old: TrainState) -> TrainState:
@@ -114,16 +119,29 @@ def _keep_old_unless(ok: jax.Array, new: TrainState, old: TrainState) -> TrainSt
       skipped_steps=old.skipped_steps + (~ok).astype(jnp.int32))
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
+def eval_step(state: TrainState, batch: dict[str, jax.Array], totals: dict[str, jax.Array], *,
               cfg: StepConfig) -> dict[str, jax.Array]:
-  """Sums (not means) over the real examples of a padded batch, so totals are exact."""
+  """Adds this batch's sums over its real (unpadded) examples to `totals`, so means are exact."""
   logits = cfg.model.apply({"params": state.params, "batch_stats": state.batch_stats},
                            _inputs(cfg, batch["image"]), train=False)
   mask = batch["mask"].astype(jnp.float32)
   losses = cross_entropy(logits, batch["label"], cfg.num_classes)
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-  return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
-          "count": jnp.sum(mask)}
+  return {"loss_sum": totals["loss_sum"] + jnp.sum(losses * mask),
+          "correct": totals["correct"] + jnp.sum(correct * mask),
+          "count": totals["count"] + jnp.sum(mask)}
+
+
+def evaluate(state: TrainState, batches: dict[str, jax.Array], *,
+             cfg: StepConfig) -> dict[str, jax.Array]:
+  """Totals over a whole split stacked as (num_batches, batch, ...), in ONE program.
+
+  One program, not one per batch: independent programs with collectives can deadlock
+  XLA's CPU thread pool when they interleave across (fake) devices.
+  """
+  zeros = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "count")}
+  body = lambda totals, batch: (eval_step(state, batch, totals, cfg=cfg), None)
+  return jax.lax.scan(body, zeros, batches)[0]
 
 
 def bind(step_fn: Callable, cfg: StepConfig) -> Callable:

@@ -1,10 +1,18 @@
 """Shared test setup: eight fake CPU devices, so sharding is exercised on any machine."""
 import os
 import pathlib
+import tempfile
 
 # XLA reads this once, when jax first initialises its backend: set it before anything imports jax.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# With fewer cores than fake devices, XLA's CPU thread pool can be too small for all eight
+# devices to meet in a collective, and the step hangs: give it a thread per device.
+os.environ.setdefault("PJRT_NPROC", "8")
+# Many tests compile the same small programs (also in subprocesses, which inherit this):
+# JAX's persistent cache compiles each once per session.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="rir_jax_xla_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 

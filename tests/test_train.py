@@ -12,7 +12,7 @@ from rir_jax import checkpoint, data, feeding, loop, metrics, optim, parallel, t
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.model = ml_collections.ConfigDict({"name": "cnn", "widths": (8, 16)})
+  config.model = ml_collections.ConfigDict({"name": "cnn", "widths": (8, 16), "convs_per_stage": 1})
   config.data.name = "synthetic"
   config.batch_size = 16
   config.eval_batch_size = 400

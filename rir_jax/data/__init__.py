@@ -14,9 +14,7 @@ from rir_jax.data.sources import Dataset
 from rir_jax.data.sources import default_data_dir
 from rir_jax.data.sources import load
 from rir_jax.data.sources import load_dataset
-from rir_jax.data.sources import Prepared
 
 __all__ = [
-    'DATASET_NAMES', 'DataError', 'Dataset', 'Prepared', 'default_data_dir', 'load',
-    'load_dataset',
+    'DATASET_NAMES', 'DataError', 'Dataset', 'default_data_dir', 'load', 'load_dataset',
 ]

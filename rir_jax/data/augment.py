@@ -34,8 +34,21 @@ def augment(images: jax.Array, key: jax.Array, kind: str) -> jax.Array:
     return images
   if kind != 'crop_flip':
     raise DataError(f'unknown augmentation {kind!r}; choose one of: {", ".join(AUGMENTATIONS)}')
-  keys = jax.random.split(key, images.shape[0])
+  keys = _shard_like_batch(jax.random.split(key, images.shape[0]), images)
   return jax.vmap(_crop_flip)(images, keys)
+
+
+def _shard_like_batch(keys: jax.Array, images: jax.Array) -> jax.Array:
+  """Splits the per-example keys over devices the way the batch is split.
+
+  Under explicit sharding (jax.make_mesh's default), vmap requires all mapped
+  axes to be sharded alike; elsewhere the batch axis of the type is unsharded.
+  """
+  batch_sharding = jax.typeof(images).sharding
+  if batch_sharding.spec[0] is None:
+    return keys
+  spec = jax.sharding.PartitionSpec(batch_sharding.spec[0])
+  return jax.sharding.reshard(keys, batch_sharding.update(spec=spec))
 
 
 def _crop_flip(image: jax.Array, key: jax.Array) -> jax.Array:

@@ -19,18 +19,18 @@ CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog
                    'ship', 'truck')
 
 
+_CIFAR_URL = 'https://www.cs.toronto.edu/~kriz/'
+
+
 def _gz_urls(base: str, files: dict[str, str]) -> dict[str, str]:
   return {key: f'{base}{name}.gz' for key, name in files.items()}
 
 
-def _url_infos(table: str) -> dict[str, tfds.download.checksums.UrlInfo]:
-  """Parses 'url size sha256' lines into TFDS's checksum registry format."""
-  infos = {}
-  for line in table.strip().splitlines():
-    url, size, sha256 = line.split()
-    infos[url] = tfds.download.checksums.UrlInfo(
-        size=int(size), checksum=sha256, filename=url.rsplit('/', 1)[-1])
-  return infos
+def _url_infos(base: str, files: dict[str, tuple[int, str]]):
+  """TFDS's checksum registry entries of files (name -> (size, sha256)) under a base URL."""
+  return {f'{base}{name}': tfds.download.checksums.UrlInfo(size=size, checksum=sha256,
+                                                           filename=name)
+          for name, (size, sha256) in files.items()}
 
 
 class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -57,6 +57,11 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Split name -> example generator, reading and checking `files` first."""
     raise NotImplementedError
 
+  @classmethod
+  def public_name(cls) -> str:
+    """The name users know it by (rir_mnist -> mnist)."""
+    return cls.name.removeprefix('rir_')
+
   def _split_generators(self, dl_manager):
     return self._splits(self._manual_files(dl_manager) or self._download(dl_manager))
 
@@ -69,15 +74,16 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _download(self, dl_manager):
     if not self.URLS:
-      raise DataError(f'{self.name.removeprefix("rir_")} cannot be downloaded: pass --manual_dir, a folder holding '
-                      f'{self.EXPECTED}')
+      raise DataError(f'{self.public_name()} cannot be downloaded: pass --manual_dir, a folder '
+                      f'holding {self.EXPECTED}')
     try:
       paths = dl_manager.download(self.URLS)
     except Exception as e:  # pylint: disable=broad-except
       # Network, proxy or checksum failures are the user's environment, not a bug here.
       reason = str(e).strip().splitlines()[0] if str(e).strip() else ''
-      raise DataError(f'could not download {self.name.removeprefix("rir_")} ({type(e).__name__}: {reason}); without '
-                      f'internet pass --manual_dir, a folder holding {self.EXPECTED}') from None
+      raise DataError(f'could not download {self.public_name()} ({type(e).__name__}: {reason}); '
+                      f'without internet pass --manual_dir, a folder holding {self.EXPECTED}'
+                      ) from None
     return {key: pathlib.Path(path) for key, path in paths.items()}
 
 
@@ -103,12 +109,16 @@ class RirMnist(Builder):
   _LABEL_NAMES = None
   URLS = _gz_urls(_URL, _FILES)
   EXPECTED = ', '.join(_FILES.values()) + ' (each may be .gz)'
-  url_infos = _url_infos(f"""
-      {_URL}train-images-idx3-ubyte.gz 9912422 440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609
-      {_URL}train-labels-idx1-ubyte.gz 28881 3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c
-      {_URL}t10k-images-idx3-ubyte.gz 1648877 8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6
-      {_URL}t10k-labels-idx1-ubyte.gz 4542 f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6
-      """)
+  url_infos = _url_infos(_URL, {
+      'train-images-idx3-ubyte.gz':
+          (9912422, '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609'),
+      'train-labels-idx1-ubyte.gz':
+          (28881, '3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c'),
+      't10k-images-idx3-ubyte.gz':
+          (1648877, '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6'),
+      't10k-labels-idx1-ubyte.gz':
+          (4542, 'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6'),
+  })
 
   def _info(self):
     label = (tfds.features.ClassLabel(names=self._LABEL_NAMES) if self._LABEL_NAMES
@@ -161,12 +171,16 @@ class RirFashionMnist(RirMnist):
   _LABEL_NAMES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
                   'Sneaker', 'Bag', 'Ankle boot')
   URLS = _gz_urls(_URL, RirMnist._FILES)
-  url_infos = _url_infos(f"""
-      {_URL}train-images-idx3-ubyte.gz 26421880 3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84
-      {_URL}train-labels-idx1-ubyte.gz 29515 a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845
-      {_URL}t10k-images-idx3-ubyte.gz 4422102 346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073
-      {_URL}t10k-labels-idx1-ubyte.gz 5148 67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5
-      """)
+  url_infos = _url_infos(_URL, {
+      'train-images-idx3-ubyte.gz':
+          (26421880, '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84'),
+      'train-labels-idx1-ubyte.gz':
+          (29515, 'a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845'),
+      't10k-images-idx3-ubyte.gz':
+          (4422102, '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073'),
+      't10k-labels-idx1-ubyte.gz':
+          (5148, '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5'),
+  })
 
 
 class RirCifar10(Builder):
@@ -174,11 +188,12 @@ class RirCifar10(Builder):
   VERSION = tfds.core.Version('1.0.0')
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'cifar-10-binary.tar.gz or cifar-10-python.tar.gz.'
   _LAYOUT = formats.CIFAR10
-  URLS = {'archive': 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'}
+  URLS = {'archive': f'{_CIFAR_URL}cifar-10-binary.tar.gz'}
   EXPECTED = ' or '.join(_LAYOUT.archives)
-  url_infos = _url_infos(f"""
-      {URLS['archive']} 170052171 c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd
-      """)
+  url_infos = _url_infos(_CIFAR_URL, {
+      'cifar-10-binary.tar.gz':
+          (170052171, 'c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd'),
+  })
 
   def _info(self):
     return tfds.core.DatasetInfo(
@@ -217,11 +232,12 @@ class RirCifar100(RirCifar10):
   """CIFAR-100: 50,000 + 10,000 colour images, 32x32x3, 100 fine and 20 coarse classes."""
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'cifar-100-binary.tar.gz or cifar-100-python.tar.gz.'
   _LAYOUT = formats.CIFAR100
-  URLS = {'archive': 'https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz'}
+  URLS = {'archive': f'{_CIFAR_URL}cifar-100-binary.tar.gz'}
   EXPECTED = ' or '.join(_LAYOUT.archives)
-  url_infos = _url_infos(f"""
-      {URLS['archive']} 168513733 58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec
-      """)
+  url_infos = _url_infos(_CIFAR_URL, {
+      'cifar-100-binary.tar.gz':
+          (168513733, '58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec'),
+  })
 
   def _label_features(self):
     return {'label': tfds.features.ClassLabel(num_classes=100),

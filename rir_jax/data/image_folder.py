@@ -91,7 +91,7 @@ class RirImageFolder(builders.Builder):
   def create(cls, data_dir, manual_dir):
     """One TFDS config per tree, named after its folder, so trees never share prepared data."""
     if manual_dir is None:
-      raise DataError(f'{cls.name.removeprefix("rir_")} needs --manual_dir, a folder holding {cls.EXPECTED}')
+      raise DataError(f'{cls.public_name()} needs --manual_dir, a folder holding {cls.EXPECTED}')
     root = os.path.realpath(manual_dir)
     name = re.sub(r'\W', '_', os.path.basename(root)) or 'root'
     digest = hashlib.sha256(root.encode()).hexdigest()[:8]

@@ -167,7 +167,9 @@ def builder_class(name: str) -> type[builders.Builder]:
 def _prepared_builder(name, data_dir, manual_dir, download):
   """The builder of `name`, prepared from manual_dir or a download if it is not yet."""
   cls = builder_class(name)
-  data_dir = os.fspath(data_dir or default_data_dir())
+  data_dir = os.path.expanduser(os.fspath(data_dir or default_data_dir()))
+  if manual_dir is not None:
+    manual_dir = os.path.expanduser(os.fspath(manual_dir))
   with _quiet_tfds():
     builder = cls.create(data_dir, manual_dir)
     if builder.is_prepared():
@@ -175,12 +177,17 @@ def _prepared_builder(name, data_dir, manual_dir, download):
   if manual_dir is not None:
     _check_manual_dir(name, cls, pathlib.Path(manual_dir))
   elif not download or not cls.URLS:
-    raise DataError(_not_prepared_message(name, cls, data_dir, download))
-  config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    raise DataError(_not_prepared_message(name, cls, data_dir))
   try:
-    builder.download_and_prepare(download_config=config)
-  except OSError as e:  # Disk full, no permission: the user's to fix.
-    raise DataError(f'could not prepare {name} in {data_dir}: {e}') from None
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except OSError as e:
+    # Another process preparing the same data_dir may have won the final rename:
+    # then its data is ready. Otherwise (disk full, no permission) the user must act.
+    with _quiet_tfds():
+      builder = cls.create(data_dir, manual_dir)
+      if not builder.is_prepared():
+        raise DataError(f'could not prepare {name} in {data_dir}: {e}') from None
   return builder
 
 
@@ -193,12 +200,11 @@ def _check_manual_dir(name, cls, folder):
                     f'{cls.EXPECTED}')
 
 
-def _not_prepared_message(name, cls, data_dir, download):
+def _not_prepared_message(name, cls, data_dir):
   command = f'python -m rir_jax.data.prepare {name} --data_dir {data_dir}'
   if cls.URLS:
-    reason = 'downloading is off (download=False)' if not download else 'it is not prepared'
-    return (f'{name} is not prepared in {data_dir} and {reason}: run `{command}` (add '
-            f'--manual_dir DIR when offline, DIR holding {cls.EXPECTED})')
+    return (f'{name} is not prepared in {data_dir} and downloading is off (download=False): '
+            f'run `{command}` (add --manual_dir DIR when offline, DIR holding {cls.EXPECTED})')
   return (f'{name} is not prepared in {data_dir} and cannot be downloaded: run '
           f'`{command} --manual_dir DIR`, DIR holding {cls.EXPECTED}')
 

@@ -1,0 +1,137 @@
+"""benchmarks/throughput.py on a tiny setting, and its PyTorch replicas against flax."""
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import throughput
+from rir_jax import data
+from rir_jax.models import count_params, get_model
+
+POSITIVE = ("params", "jax_images_per_sec", "train_flops_per_step", "jax_gflops_per_sec",
+            "peak_gflops_per_sec", "fraction_of_peak", "jax_compile_seconds",
+            "eval_images_per_sec")
+TINY = dict(steps=2, warmup=1, eval_batch=32)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+  return data.load_dataset("synthetic")
+
+
+def check_row(row: dict, model: str, batch: int) -> None:
+  assert (row["model"], row["batch"], row["dtype"]) == (model, batch, "float32")
+  for key in POSITIVE:
+    assert row[key] > 0, key
+  assert row["device_kind"] and row["backend"] == "cpu"
+
+
+def test_main_writes_one_json_line_without_torch(tmp_path):
+  out = tmp_path / "throughput.jsonl"
+  assert throughput.main(["--models=resnet", "--batch=16", "--steps=2", "--warmup=1",
+                          "--eval_batch=32", "--no_torch", "--out", str(out)]) == 0
+  (line,) = out.read_text().splitlines()
+  row = json.loads(line)
+  check_row(row, "resnet", 16)
+  assert row["torch_images_per_sec"] is None and row["ratio"] is None
+  assert row["peak_dtype"] == "float32"
+
+
+def test_measure_against_torch(synthetic):
+  pytest.importorskip("torch")
+  row = throughput.measure("resnet", 16, "float32", dataset=synthetic, use_torch=True,
+                           peak_gflops=1.0, peak_dtype="float32", model_kwargs={"depth": 8},
+                           **TINY)
+  check_row(row, "resnet", 16)
+  assert row["params"] == 75290  # depth 8 reached both frameworks
+  assert row["torch_images_per_sec"] > 0
+  assert row["ratio"] == pytest.approx(row["jax_images_per_sec"] / row["torch_images_per_sec"])
+
+
+@pytest.mark.parametrize("name", ["resnet", "rir", "rir_paper"])
+def test_replica_has_the_same_parameter_count(name):
+  torch_models = pytest.importorskip("benchmarks.torch_models")
+  model = get_model(name, num_classes=10)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((1, 32, 32, 3)), train=False))
+  replica = torch_models.get_model(name, num_classes=10)
+  assert torch_models.count_params(replica) == count_params(shapes["params"])
+
+
+def items(tree, path=()):
+  """(path, leaf) pairs of nested dicts in insertion order (jax.tree sorts keys)."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from items(value, (*path, key))
+    else:
+      yield (*path, key), value
+
+
+def random_variables(model, rng) -> dict:
+  """Random variables for `model`, nested in flax's creation order.
+
+  Tracing init under eval_shape gives the shapes and the order without compiling the
+  random initializers (seconds of XLA time on a CPU); jax.tree would sort the keys.
+  """
+  found = []
+
+  def init():
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    found.extend(items(variables))
+    return variables
+
+  jax.eval_shape(init)
+  variables = {}
+  for path, leaf in found:
+    shape = leaf.shape
+    node = variables
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    # Kernels He-normal; scales, biases, means and variances (kept positive) all
+    # differ, so that two swapped layers of one shape would show.
+    fan_in = np.prod(shape[:-1])
+    value = (rng.uniform(0.5, 1.5, shape) if len(shape) == 1
+             else rng.normal(0.0, np.sqrt(2.0 / fan_in), shape))
+    node[path[-1]] = value.astype(np.float32)
+  return variables
+
+
+def load_into(replica, variables) -> None:
+  """Copies flax variables into the replica, pairing them in order, shape-checked."""
+  import torch
+  ours = [*replica.parameters(),
+          *(b for n, b in replica.named_buffers() if not n.endswith("num_batches_tracked"))]
+  theirs = [leaf for collection in ("params", "batch_stats")
+            for _, leaf in items(variables[collection])]
+  assert len(ours) == len(theirs)
+  for target, value in zip(ours, theirs):
+    # HWIO kernels -> OIHW, (in, out) dense -> (out, in).
+    value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+    assert tuple(target.shape) == value.shape
+    with torch.no_grad():
+      target.copy_(torch.from_numpy(value))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("resnet", {}), ("resnet", {"depth": 8, "shortcut": "projection"}), ("rir", {}),
+    ("rir", {"blocks_per_stage": (1, 2, 1), "shortcut": "zero_pad", "head": "conv_bn"}),
+])
+def test_replica_computes_the_same_function(name, kwargs):
+  torch_models = pytest.importorskip("benchmarks.torch_models")
+  import torch
+  model = get_model(name, num_classes=10, **kwargs)
+  variables = random_variables(model, np.random.default_rng(0))
+  replica = torch_models.get_model(name, num_classes=10, **kwargs)
+  load_into(replica, variables)
+  x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype(np.float32)
+  x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+  for train in (False, True):
+    # One compiled forward costs less than dispatching each op on its own.
+    forward = jax.jit(functools.partial(model.apply, train=train, mutable=["batch_stats"]))
+    expected, _ = forward(variables, x)
+    with torch.no_grad():
+      got = replica.train(train)(x_torch).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=f"train={train}")
