@@ -36,9 +36,29 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     if FLAGS.config is None or not FLAGS.workdir:
       raise flags.Error("--config and --workdir are required")
+    FLAGS.config.keys()  # the config file loads lazily: make its errors happen here
     return rest
   except Exception as error:  # noqa: BLE001 - a config file that raises lands here too
-    run.usage_error(run.one_line(error))
+    run.usage_error(_describe(error))
+
+
+def _describe(error: BaseException) -> str:
+  """One line for a flag or config-file error, without the traceback config_flags embeds."""
+  root = _root_cause(error)
+  if isinstance(root, KeyError):
+    return (f"unknown config key {root.args[0]!r}; the keys are those of configs/default.py "
+            "and of the config file")
+  top = run.one_line(error)
+  if isinstance(error, flags.Error) and "Traceback" not in top:
+    return top
+  return f"--config: {run.one_line(root)}"
+
+
+def _root_cause(error: BaseException) -> BaseException:
+  """The innermost exception: config_flags wraps a config file's own error in layers."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  return error
 
 
 def main(argv: list[str]) -> None:

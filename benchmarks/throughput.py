@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -250,6 +251,8 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
       "jax_compile_seconds": jax_bench.compile_seconds,
       "eval_batch": jax_bench.eval_batch, "eval_images_per_sec": jax_bench.eval_images_per_sec(),
       "steps": steps, "device_kind": jax.devices()[0].device_kind,
+      # Other work on the host skews CPU rows, and PyTorch's (OpenMP) far more than JAX's.
+      "host_load_1min": os.getloadavg()[0], "host_cpus": os.cpu_count(),
       "backend": jax.default_backend(), "jax_version": jax.__version__,
       "torch_version": torch.__version__ if use_torch else None,
   }

@@ -136,7 +136,7 @@ def test_normalize_uses_statistics_in_unit_range():
 def test_synthetic_dataset_needs_no_preparation():
   dataset = data.load_dataset('synthetic')
   assert dataset.train_images.shape == (10_000, 32, 32, 3)
-  assert dataset.test_images.shape == (2_000, 32, 32, 3)
+  assert dataset.test_images.shape == (512, 32, 32, 3)
   assert (dataset.num_classes, dataset.augmentation) == (10, 'crop_flip')
   assert 'synthetic' in dataset.description
   np.testing.assert_array_equal(data.load('synthetic', 'test')[0], dataset.test_images)

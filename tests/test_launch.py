@@ -19,11 +19,10 @@ def launch(*args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def mnist_args(shared_data, tmp_path_factory):
-  """Shared real MNIST, prepared once into a data_dir that every run of this module reuses."""
-  data_dir = tmp_path_factory.mktemp("tfds")
+def mnist_args(shared_data, prepared_data_dir):
+  """Real MNIST, prepared once for the session."""
   return [f"--config.data.manual_dir={shared_data / 'mnist'}",
-          f"--config.data.data_dir={data_dir}", "--jax_cache_dir="]
+          f"--config.data.data_dir={prepared_data_dir}", "--jax_cache_dir="]
 
 
 @pytest.mark.slow

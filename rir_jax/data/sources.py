@@ -39,7 +39,7 @@ _DESCRIPTIONS = {
     'image_folder': 'image folder {manual_dir}',
     SYNTHETIC: 'synthetic (random images, for throughput benchmarks only)',
 }
-_SYNTHETIC_SIZES = {'train': 10_000, 'test': 2_000}
+_SYNTHETIC_SIZES = {'train': 10_000, 'test': 512}  # test: a quick eval in smoke runs
 _SYNTHETIC_SEED = 0
 _CACHE_DIR = 'rir_arrays'
 _DECODE_CHUNK = 4096
