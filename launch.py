@@ -26,6 +26,9 @@ flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-proc
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 flags.DEFINE_bool("auto_distributed", False,
                   "Join a multi-host run by auto-detection (every worker of a TPU VM slice).")
+flags.DEFINE_integer("distributed_timeout", None,
+                     "Seconds a multi-process run waits for a missing, dead or silent peer "
+                     "before it fails (default: JAX's, 100-300 s).", lower_bound=1)
 flags.DEFINE_string("jax_cache_dir", str(pathlib.Path.home() / ".cache" / "rir_jax" / "xla"),
                     "Persistent compilation cache: a re-run skips compiling. Empty to disable.")
 
@@ -70,7 +73,8 @@ def main(argv: list[str]) -> None:
   sys.exit(run.launch(
       FLAGS.config, pathlib.Path(FLAGS.workdir),
       distributed=run.Distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                  FLAGS.process_id, FLAGS.auto_distributed),
+                                  FLAGS.process_id, FLAGS.auto_distributed,
+                                  FLAGS.distributed_timeout),
       jax_cache_dir=FLAGS.jax_cache_dir))
 
 

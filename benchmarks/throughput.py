@@ -17,6 +17,8 @@ writes the same lines to a file.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import pathlib
@@ -91,17 +93,20 @@ def _flops(cost) -> float:
   return float((cost or {}).get("flops") or 0.0)
 
 
-def step_flops(compiled: jax.stages.Compiled, lowered: jax.stages.Lowered) -> tuple[float, str]:
+def step_flops(compiled: jax.stages.Compiled, step: Callable, *args) -> tuple[float, str]:
   """FLOPs of one step, and which XLA cost analysis counted them.
 
-  The compiled step's count, unless it misses work: GPU backends hand convolutions
-  to cuDNN as custom calls, which that count leaves out. The lowered (unoptimised)
-  step's count stands in then; on a CPU the two agree within 1%.
+  The compiled step's count, unless it misses work: the GPU backend counts its
+  convolutions (cuDNN calls) as nothing. Then the count of `step(*args)` lowered,
+  not compiled, for the CPU stands in; on a CPU the two agree within 1%.
   """
-  compiled_flops, lowered_flops = _flops(compiled.cost_analysis()), _flops(lowered.cost_analysis())
-  if compiled_flops >= 0.5 * lowered_flops:
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
+  compiled_flops = _flops(compiled.cost_analysis())
+  cpu_flops = _flops(jax.jit(step).lower(*shapes).cost_analysis())
+  if compiled_flops >= 0.5 * cpu_flops:
     return compiled_flops, "compiled"
-  return lowered_flops, "lowered"
+  return cpu_flops, "lowered_for_cpu"
 
 
 def bench_config(model: str, batch: int, dtype: str,
@@ -126,16 +131,16 @@ class JaxBench:
     n = config.batch_size
     self.batch = parallel.global_batch_from_local(
         {"image": dataset.train_images[:n], "label": dataset.train_labels[:n]}, mesh)
-    self.eval_batch = min(eval_batch, len(dataset.test_labels))
+    # From the train split: the synthetic test split may be smaller than one batch.
+    self.eval_batch = min(eval_batch, len(dataset.train_labels))
     self.eval_batches = feeding.eval_batches(
-        dataset.test_images[:self.eval_batch], dataset.test_labels[:self.eval_batch],
+        dataset.train_images[:self.eval_batch], dataset.train_labels[:self.eval_batch],
         global_batch=self.eval_batch, mesh=mesh)
     self.compile_seconds = self.trainer.compile(self.batch)
-    compiled = self.trainer._train  # pylint: disable=protected-access  (compile() put it there)
-    # Lowering the same step again (no compile) gives the unoptimised FLOP count.
-    lowered = jax.jit(train.bind(train.train_step, self.trainer.cfg)).lower(
-        self.trainer.state, self.batch)
-    self.flops, self.flops_source = step_flops(compiled, lowered)
+    # Trainer.compile() leaves the compiled step in _train.
+    compiled = self.trainer._train  # pylint: disable=protected-access
+    self.flops, self.flops_source = step_flops(
+        compiled, train.bind(train.train_step, self.trainer.cfg), self.trainer.state, self.batch)
     self.params = count_params(self.trainer.state.params)
 
   def step(self) -> dict:
@@ -208,6 +213,31 @@ class TorchBench:
     return step_metrics
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+  """(CPU seconds used by every process on the host, by this one), or None off Linux."""
+  try:
+    with open("/proc/stat") as stat:
+      user, nice, system, _, _, irq, softirq = map(int, stat.readline().split()[1:8])
+  except OSError:
+    return None
+  own = os.times()
+  return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def watching_host(fn: Callable[[], object]) -> tuple[object, float | None]:
+  """fn(), and the share of the host's CPUs that other processes used meanwhile.
+
+  A busy neighbour slows CPU rows, PyTorch's (OpenMP) far more than JAX's.
+  """
+  start, before = time.perf_counter(), _cpu_seconds()
+  result = fn()
+  wall, after = time.perf_counter() - start, _cpu_seconds()
+  if before is None or after is None:
+    return result, None
+  others = (after[0] - before[0]) - (after[1] - before[1])
+  return result, max(others / (wall * os.cpu_count()), 0.0)
+
+
 def time_interleaved(steps: dict[str, Callable[[], object]], count: int,
                      warmup: int) -> dict[str, float]:
   """Median seconds per step of each `steps` entry, run in alternating blocks."""
@@ -237,7 +267,7 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
       raise AssertionError(f"{model}: PyTorch replica has {torch_bench.params} parameters, "
                            f"the flax model {jax_bench.params}")
     benches["torch"] = torch_bench.step
-  seconds = time_interleaved(benches, steps, warmup)
+  seconds, others = watching_host(lambda: time_interleaved(benches, steps, warmup))
   jax_speed = batch / seconds["jax"]
   torch_speed = batch / seconds["torch"] if use_torch else None
   gflops = jax_bench.flops / seconds["jax"] / 1e9
@@ -251,8 +281,7 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
       "jax_compile_seconds": jax_bench.compile_seconds,
       "eval_batch": jax_bench.eval_batch, "eval_images_per_sec": jax_bench.eval_images_per_sec(),
       "steps": steps, "device_kind": jax.devices()[0].device_kind,
-      # Other work on the host skews CPU rows, and PyTorch's (OpenMP) far more than JAX's.
-      "host_load_1min": os.getloadavg()[0], "host_cpus": os.cpu_count(),
+      "host_cpus": os.cpu_count(), "host_cpu_used_by_others": others,
       "backend": jax.default_backend(), "jax_version": jax.__version__,
       "torch_version": torch.__version__ if use_torch else None,
   }
@@ -265,25 +294,23 @@ def main(argv=None) -> int:
     print("torch is not installed: measuring JAX only", file=sys.stderr)
   dataset = data.load_dataset("synthetic")
   peaks = {}
-  out = args.out.open("w") if args.out else None
-  for model in args.models.split(","):
-    for dtype in args.dtype.split(","):
+  rows = itertools.product(args.models.split(","), args.dtype.split(","),
+                           map(int, args.batch.split(",")))
+  with args.out.open("w") if args.out else contextlib.nullcontext() as out:
+    for model, dtype, batch in rows:
       # On a CPU each dtype has its own peak; accelerators are judged by bf16 (MFU).
+      # Measured before every row, the best so far: a busy moment of a shared
+      # machine should not set the yardstick.
       peak_dtype = dtype if jax.default_backend() == "cpu" else "bfloat16"
-      for batch in map(int, args.batch.split(",")):
-        # Measured again before every row, the best so far: a busy moment of a
-        # shared machine should not set the yardstick.
-        peaks[peak_dtype] = max(peaks.get(peak_dtype, 0.0), matmul_peak_gflops(peak_dtype))
-        row = measure(model, batch, dtype, dataset=dataset, steps=args.steps,
-                      warmup=args.warmup, use_torch=use_torch, eval_batch=args.eval_batch,
-                      peak_gflops=peaks[peak_dtype], peak_dtype=peak_dtype)
-        line = json.dumps(row)
-        print(line, flush=True)
-        if out:
-          out.write(line + "\n")
-          out.flush()
-  if out:
-    out.close()
+      peaks[peak_dtype] = max(peaks.get(peak_dtype, 0.0), matmul_peak_gflops(peak_dtype))
+      line = json.dumps(measure(model, batch, dtype, dataset=dataset, steps=args.steps,
+                                warmup=args.warmup, use_torch=use_torch,
+                                eval_batch=args.eval_batch, peak_gflops=peaks[peak_dtype],
+                                peak_dtype=peak_dtype))
+      print(line, flush=True)
+      if out:
+        out.write(line + "\n")
+        out.flush()
   return 0
 
 

@@ -12,42 +12,96 @@ import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
 
+# What a failed write raises: OSError from Orbax's own files, ValueError from TensorStore's
+# (a full disk reads "RESOURCE_EXHAUSTED: ... No space left on device").
+WRITE_ERRORS = (OSError, ValueError)
+
 
 class CheckpointError(RuntimeError):
-  """A checkpoint could not be written; older checkpoints are untouched."""
+  """A checkpoint could not be written or none could be read; older ones are untouched."""
+
+
+def _brief(error: BaseException) -> str:
+  """The error's message without the TensorStore spec (kilobytes of JSON) it may carry."""
+  return " ".join(str(error).split(" [tensorstore_spec")[0].split()) or type(error).__name__
 
 
 class Checkpoints:
   """The run's checkpoint folder: save every so often, resume from the newest good one."""
 
   def __init__(self, directory: pathlib.Path, *, keep: int):
+    self._directory = directory.resolve()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=True,
         # A save killed half-way leaves a temporary folder; Orbax ignores and removes it.
         cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(directory.resolve(), options=options)
+    self._manager = ocp.CheckpointManager(self._directory, options=options)
+    self._in_flight: int | None = None
 
   def restore_newest(self, target):
     """The newest checkpoint that restores, shaped and sharded like `target`, or None.
 
-    A damaged newest checkpoint (a file truncated or lost) is reported and skipped, so a
-    run never crash-loops on it; nothing is deleted.
+    A damaged checkpoint (a file truncated or lost) newer than the newest good one is
+    reported and moved aside to `damaged-STEP`, never deleted: left in place, it would
+    stop Orbax from saving that step again (Orbax only saves steps after its latest).
+    When no checkpoint restores at all, the config rather than the disk is the likely
+    cause (another model, say): that raises CheckpointError and moves nothing.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     self._manager.reload()
+    damaged = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
       except Exception as error:  # noqa: BLE001 - any failure means "not usable"
         log.warning("checkpoint at step %d is damaged (%s: %s); trying an older one",
-                    step, type(error).__name__, str(error).splitlines()[0][:200])
+                    step, type(error).__name__, _brief(error)[:300])
+        damaged.append((step, error))
+        continue
+      self._set_aside([s for s, _ in damaged])
+      return state
+    if damaged:
+      step, error = damaged[0]
+      raise CheckpointError(
+          f"no checkpoint in {self._directory} restores into this config (step {step}: "
+          f"{_brief(error)[:300]}); if the model changed, use a new --workdir; if the "
+          "checkpoints are damaged, move them out of the way to start over")
     return None
 
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames damaged steps to `damaged-STEP` (process 0), then lets every process see it."""
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      for step in steps:
+        target = self._directory / f"damaged-{step}"
+        suffix = 1
+        while target.exists():  # damaged before at the same step: keep both
+          target, suffix = self._directory / f"damaged-{step}.{suffix}", suffix + 1
+        (self._directory / str(step)).rename(target)
+        log.warning("moved the damaged checkpoint at step %d aside to %s", step, target)
+    ocp.multihost.sync_global_processes(f"rir_jax_set_aside_{'_'.join(map(str, steps))}")
+    self._manager.reload()
+
   def save(self, step: int, state) -> None:
+    """Starts an async save of `state` at `step`, after the one in flight has landed."""
+    self._finish()
     try:
       self._manager.save(step, args=ocp.args.StandardSave(state))
-    except OSError as error:
-      raise CheckpointError(f"could not save checkpoint at step {step}: {error}") from error
+    except WRITE_ERRORS as error:
+      raise CheckpointError(f"could not save checkpoint at step {step}: "
+                            f"{_brief(error)}") from error
+    self._in_flight = step
+
+  def _finish(self) -> None:
+    """Waits for the save in flight: a failure in Orbax's background threads surfaces here."""
+    try:
+      self._manager.wait_until_finished()
+    except WRITE_ERRORS as error:
+      raise CheckpointError(f"could not save checkpoint at step {self._in_flight}: "
+                            f"{_brief(error)}") from error
+    finally:
+      self._in_flight = None
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -55,8 +109,6 @@ class Checkpoints:
   def close(self) -> None:
     """Waits for the async save in flight, then releases the manager."""
     try:
-      self._manager.wait_until_finished()
-    except OSError as error:
-      raise CheckpointError(f"could not finish writing a checkpoint: {error}") from error
+      self._finish()
     finally:
       self._manager.close()

@@ -117,6 +117,10 @@ class _TrainLog:
   def add(self, step: int, step_metrics: dict) -> None:
     self._pending.append((step, step_metrics))
 
+  def exclude_since(self, start: float) -> None:
+    """Takes time spent since `start` (evaluating, checkpointing) out of images/s."""
+    self._clock += time.perf_counter() - start
+
   def flush(self, nan_policy: str) -> dict[str, float] | None:
     """Mean train metrics since the last flush; raises NonFiniteLoss on the first bad step."""
     if not self._pending:
@@ -144,7 +148,9 @@ def _drop_lines_after(path: pathlib.Path, step: int) -> None:
   if not path.exists():
     return
   kept = [line for line in metrics_lib.read_metrics(path) if line["step"] <= step]
-  path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+  tmp = path.with_suffix(".jsonl.tmp")  # rename, so a kill here never loses the file
+  tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
+  tmp.replace(path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
@@ -165,10 +171,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
            "resuming" if start else "starting", start, plan.total_steps, plan.steps_per_epoch)
   try:
     final = _run(config, plan, trainer, ckpts, writer, dataset, start)
-  finally:
-    writer.close()
-    ckpts.close()
+  except BaseException:
+    _close_quietly(ckpts, writer)
+    raise
+  ckpts.close()
+  writer.close()
   return final
+
+
+def _close_quietly(*resources) -> None:
+  """Closes after a failure, logging what else fails: the first error is the one to report.
+
+  On a full disk, closing the writers fails too, and would otherwise hide the real cause.
+  """
+  for resource in resources:
+    try:
+      resource.close()
+    except Exception as error:  # noqa: BLE001
+      log.warning("while stopping: %s: %s", type(error).__name__, str(error)[:300])
 
 
 def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
@@ -199,11 +219,15 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
       writer.write(done, scalars)
       progress.update(done, scalars["train/loss"], scalars["train/images_per_sec"])
     if done % plan.eval_every == 0 or is_last:
+      paused = time.perf_counter()
       final = trainer.evaluate(eval_data)
       writer.write(done, {**final, "train/epoch": done / plan.steps_per_epoch})
+      train_log.exclude_since(paused)
     if done % plan.checkpoint_every == 0 or is_last:
       _flush_into(writer, train_log, config.nan_policy, done)
+      paused = time.perf_counter()
       ckpts.save(done, trainer.state)
+      train_log.exclude_since(paused)
   progress.close()
   if not final:  # resumed at the very end: the last eval is re-made for the caller
     final = trainer.evaluate(eval_data)

@@ -13,16 +13,25 @@ DATA_AXIS = "data"
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None, *, auto: bool = False) -> None:
-  """Joins a multi-process run: explicitly (loopback, GPU boxes) or auto-detected (TPU VMs)."""
+                           process_id: int | None, *, auto: bool = False,
+                           timeout_s: int | None = None) -> None:
+  """Joins a multi-process run: explicitly (loopback, GPU boxes) or auto-detected (TPU VMs).
+
+  `timeout_s` bounds how long a process waits for peers to join, how long a silent peer
+  counts as alive, and how long exit waits for the others (JAX's defaults when None:
+  300, 100 and 300 s). Past it, the survivors of a dead peer abort instead of hanging.
+  """
+  timeouts = {} if timeout_s is None else dict(
+      initialization_timeout=timeout_s, heartbeat_timeout_seconds=timeout_s,
+      shutdown_timeout_seconds=timeout_s)
   if coordinator_address:
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes,
         process_id=process_id,
         # Binding to the coordinator's own address keeps loopback runs off other interfaces.
-        coordinator_bind_address=coordinator_address if process_id == 0 else None)
+        coordinator_bind_address=coordinator_address if process_id == 0 else None, **timeouts)
   elif auto:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**timeouts)
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -29,6 +29,7 @@ class Distributed:
   num_processes: int | None = None
   process_id: int | None = None
   auto: bool = False
+  timeout_s: int | None = None
 
 
 def one_line(error: BaseException) -> str:
@@ -53,6 +54,8 @@ def _check_distributed(d: Distributed) -> None:
     raise UsageError(f"--coordinator_address={d.coordinator_address!r} must be host:port")
   if d.process_id == 0:  # the coordinator binds this port: fail now, not in a crash later
     with socket.socket() as probe:
+      # As the coordinator does: a port whose last run died (TIME_WAIT) is free to re-use.
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
       try:
         probe.bind((host, int(port)))
       except OSError as error:
@@ -75,7 +78,8 @@ def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
   """All checks that need no workdir; returns the dataset the run will use."""
   _check_distributed(distributed)
   parallel.initialize_distributed(distributed.coordinator_address, distributed.num_processes,
-                                  distributed.process_id, auto=distributed.auto)
+                                  distributed.process_id, auto=distributed.auto,
+                                  timeout_s=distributed.timeout_s)
   if jax_cache_dir:
     jax.config.update("jax_compilation_cache_dir", jax_cache_dir)
   config_check.validate(config, device_count=jax.device_count(),

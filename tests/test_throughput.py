@@ -29,6 +29,7 @@ def check_row(row: dict, model: str, batch: int) -> None:
   assert row["device_kind"] and row["backend"] == "cpu"
 
 
+@pytest.mark.slow
 def test_main_writes_one_json_line_without_torch(tmp_path):
   out = tmp_path / "throughput.jsonl"
   assert throughput.main(["--models=resnet", "--batch=16", "--steps=2", "--warmup=1",
@@ -40,6 +41,7 @@ def test_main_writes_one_json_line_without_torch(tmp_path):
   assert row["peak_dtype"] == "float32"
 
 
+@pytest.mark.slow
 def test_measure_against_torch(synthetic):
   pytest.importorskip("torch")
   row = throughput.measure("resnet", 16, "float32", dataset=synthetic, use_torch=True,
