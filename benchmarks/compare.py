@@ -74,7 +74,8 @@ def base_config(spec: str, args: argparse.Namespace) -> ml_collections.ConfigDic
   config.schedule.boundaries_epochs = ()
   config.num_epochs = args.epochs
   config.num_train_steps = args.steps
-  config.eval_every_epochs = 1.0
+  # At least five evaluations per run, so the accuracy curve has a shape.
+  config.eval_every_epochs = min(1.0, args.epochs / 5)
   config.eval_every_steps = max(args.steps // 5, 1) if args.steps > 0 else -1
   config.log_every_steps = 25
   config.checkpoint_every_steps = 10_000

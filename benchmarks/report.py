@@ -52,8 +52,14 @@ def curves(results: dict, path: pathlib.Path) -> None:
       x, y = _series(m["runs"], key)
       if key == "eval/accuracy":
         y = 100 * y
-      line, = ax.plot(x, y.mean(0), label=f"{m['model']} ({m['params'] / 1e6:.2f}M)")
+      mean = y.mean(0)
+      # Markers and min-max bars keep a curve of one eval (a one-epoch run) visible.
+      line, = ax.plot(x, mean, marker="o" if len(x) <= 20 else None,
+                      label=f"{m['model']} ({m['params'] / 1e6:.2f}M)")
       ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.25)
+      if len(x) <= 20:
+        ax.errorbar(x, mean, yerr=[mean - y.min(0), y.max(0) - mean], fmt="none",
+                    ecolor=line.get_color(), capsize=4)
   acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{results['dataset']}: test accuracy")
   loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss", yscale="log")
   acc_ax.legend()
