@@ -40,7 +40,6 @@ from rir_jax.models import count_params  # noqa: E402
 
 try:
   import torch
-  import torch.nn.functional as F
 
   from benchmarks import torch_models
 except ImportError:  # JAX-only machines: torch is an optional benchmark dependency
@@ -49,7 +48,6 @@ except ImportError:  # JAX-only machines: torch is an optional benchmark depende
 BLOCK = 5        # steps per framework per turn: short, so slow drifts hit both alike
 EVAL_REPS = 5
 PEAK_REPS = 10
-CROP_PADDING = 4  # rir_jax.data.augment.CROP_PADDING
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -137,8 +135,7 @@ class JaxBench:
         dataset.train_images[:self.eval_batch], dataset.train_labels[:self.eval_batch],
         global_batch=self.eval_batch, mesh=mesh)
     self.compile_seconds = self.trainer.compile(self.batch)
-    # Trainer.compile() leaves the compiled step in _train.
-    compiled = self.trainer._train  # pylint: disable=protected-access
+    compiled = self.trainer.compiled_step
     self.flops, self.flops_source = step_flops(
         compiled, train.bind(train.train_step, self.trainer.cfg), self.trainer.state, self.batch)
     self.params = count_params(self.trainer.state.params)
@@ -155,62 +152,13 @@ class JaxBench:
     return self.eval_batch / statistics.median(seconds)
 
 
-class TorchBench:
-  """The PyTorch replica, trained the way rir_jax.train.train_step trains."""
-
-  def __init__(self, config: ml_collections.ConfigDict, dataset: data.Dataset):
-    if dataset.augmentation != "crop_flip":
-      raise ValueError(f"the PyTorch step only replicates crop_flip, not {dataset.augmentation}")
-    use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
-    self.device = torch.device("cuda" if use_cuda else "cpu")
-    # XLA's CPU runtime flushes denormals to zero; without this torch could be
-    # slowed by them for reasons that have nothing to do with either framework.
-    torch.set_flush_denormal(True)
-    kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    model = torch_models.get_model(config.model.name, num_classes=dataset.num_classes,
-                                   **kwargs)
-    self.model = model.to(self.device, memory_format=torch.channels_last).train()
-    self.params = torch_models.count_params(model)
-    opt = config.optimizer
-    # rir_jax.optim.decay_mask: weight decay on kernels only.
-    groups = [{"params": [p for p in model.parameters() if p.ndim > 1]},
-              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
-    self.optimizer = torch.optim.SGD(groups, lr=opt.learning_rate, momentum=opt.momentum,
-                                     weight_decay=opt.weight_decay)
-    n = config.batch_size
-    self.images = torch.from_numpy(dataset.train_images[:n]).to(self.device)
-    self.labels = torch.from_numpy(dataset.train_labels[:n]).long().to(self.device)
-    self.mean = torch.tensor(dataset.mean, device=self.device)
-    self.std = torch.tensor(dataset.std, device=self.device)
-    self.bfloat16 = config.dtype == "bfloat16"
-    self.generator = torch.Generator(self.device).manual_seed(config.seed)
-
-  def _augment(self) -> torch.Tensor:
-    """augment.augment(..., 'crop_flip') on the NHWC uint8 batch, vectorised."""
-    n, h, w, _ = self.images.shape
-    p = CROP_PADDING
-    padded = F.pad(self.images, (0, 0, p, p, p, p))
-    top, left = torch.randint(0, 2 * p + 1, (2, n, 1), generator=self.generator,
-                              device=self.device)
-    rows = top + torch.arange(h, device=self.device)
-    cols = left + torch.arange(w, device=self.device)
-    flip = torch.rand(n, 1, generator=self.generator, device=self.device) < 0.5
-    cols = torch.where(flip, cols.flip(1), cols)
-    index = torch.arange(n, device=self.device)[:, None, None]
-    return padded[index, rows[:, :, None], cols[:, None, :]]
-
-  def step(self) -> dict:
-    images = (self._augment().float() / 255.0 - self.mean) / self.std
-    self.optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bfloat16):
-      logits = self.model(images.permute(0, 3, 1, 2))  # NHWC memory: channels_last
-    loss = F.cross_entropy(logits.float(), self.labels)
-    loss.backward()
-    self.optimizer.step()
-    step_metrics = {"loss": loss, "accuracy": (logits.argmax(-1) == self.labels).float().mean()}
-    if self.device.type == "cuda":
-      torch.cuda.synchronize()
-    return step_metrics
+def torch_device() -> str | None:
+  """The PyTorch device on a par with JAX's, or None (no torch, or a TPU, say)."""
+  if torch is None:
+    return None
+  if jax.default_backend() == "cpu":
+    return "cpu"
+  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else None
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -262,7 +210,7 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
   jax_bench = JaxBench(config, dataset, eval_batch)
   benches = {"jax": jax_bench.step}
   if use_torch:
-    torch_bench = TorchBench(config, dataset)
+    torch_bench = torch_models.TrainStep(config, dataset, torch_device())
     if torch_bench.params != jax_bench.params:
       raise AssertionError(f"{model}: PyTorch replica has {torch_bench.params} parameters, "
                            f"the flax model {jax_bench.params}")
@@ -289,9 +237,9 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  use_torch = torch is not None and not args.no_torch
-  if torch is None and not args.no_torch:
-    print("torch is not installed: measuring JAX only", file=sys.stderr)
+  use_torch = not args.no_torch and torch_device() is not None
+  if not args.no_torch and not use_torch:
+    print(f"no PyTorch for JAX's {jax.default_backend()}: measuring JAX only", file=sys.stderr)
   dataset = data.load_dataset("synthetic")
   peaks = {}
   rows = itertools.product(args.models.split(","), args.dtype.split(","),

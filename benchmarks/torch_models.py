@@ -1,4 +1,5 @@
-"""PyTorch replicas of rir_jax's ResNet and RiR, for the throughput benchmark only.
+"""PyTorch replicas of rir_jax's ResNet and RiR and of its training step, for the
+throughput benchmark only.
 
 Each module computes what its flax counterpart in rir_jax/models computes, in the
 same order and with the same parameters (benchmarks/throughput.py asserts equal
@@ -6,7 +7,9 @@ counts): bias-free convs padded k // 2, batch norm with momentum 0.1 (flax's 0.9
 and epsilon 1e-5, He fan-out init, shortcuts as in rir_jax/models/layers.py.
 Modules register their parameters in the order flax creates them, so the two
 models' parameter lists pair up one to one (tests/test_throughput.py copies flax
-variables in and compares outputs). Inputs are NCHW, ideally channels_last.
+variables in and compares outputs). Inputs are NCHW, ideally channels_last. One
+difference, of no weight for speed: torch updates a running variance with the
+unbiased batch variance, flax with the biased one.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rir_jax.data import augment
 
 BN_MOMENTUM = 0.1  # torch's momentum weighs the new batch: 1 - flax's 0.9
 BN_EPSILON = 1e-5
@@ -184,3 +189,64 @@ def get_model(name: str, *, num_classes: int, **kwargs) -> nn.Module:
 
 def count_params(model: nn.Module) -> int:
   return sum(p.numel() for p in model.parameters())
+
+
+class TrainStep:
+  """The replica of config.model, trained the way rir_jax.train.train_step trains.
+
+  Same work per call: crop+flip augmentation and normalisation of the uint8 batch,
+  forward (bfloat16: torch.autocast), cross-entropy, backward, SGD with momentum and
+  L2 weight decay on kernels, at the config's batch size, learning rate and seed.
+  """
+
+  def __init__(self, config, dataset, device: str):
+    if dataset.augmentation != 'crop_flip':
+      raise ValueError(f'the PyTorch step only replicates crop_flip, not {dataset.augmentation}')
+    self.device = torch.device(device)
+    # XLA's CPU runtime flushes denormals to zero; without this torch could be
+    # slowed by them for reasons that have nothing to do with either framework.
+    torch.set_flush_denormal(True)
+    kwargs = {k: v for k, v in config.model.items() if k != 'name'}
+    model = get_model(config.model.name, num_classes=dataset.num_classes, **kwargs)
+    self.model = model.to(self.device, memory_format=torch.channels_last).train()
+    self.params = count_params(model)
+    opt = config.optimizer
+    # rir_jax.optim.decay_mask: weight decay on kernels only.
+    groups = [{'params': [p for p in model.parameters() if p.ndim > 1]},
+              {'params': [p for p in model.parameters() if p.ndim <= 1], 'weight_decay': 0.0}]
+    self.optimizer = torch.optim.SGD(groups, lr=opt.learning_rate, momentum=opt.momentum,
+                                     weight_decay=opt.weight_decay)
+    n = config.batch_size
+    self.images = torch.from_numpy(dataset.train_images[:n]).to(self.device)
+    self.labels = torch.from_numpy(dataset.train_labels[:n]).long().to(self.device)
+    self.mean = torch.tensor(dataset.mean, device=self.device)
+    self.std = torch.tensor(dataset.std, device=self.device)
+    self.bfloat16 = config.dtype == 'bfloat16'
+    self.generator = torch.Generator(self.device).manual_seed(config.seed)
+
+  def _augment(self) -> torch.Tensor:
+    """augment.augment(..., 'crop_flip') on the NHWC uint8 batch, vectorised."""
+    n, h, w, _ = self.images.shape
+    p = augment.CROP_PADDING
+    padded = F.pad(self.images, (0, 0, p, p, p, p))
+    top, left = torch.randint(0, 2 * p + 1, (2, n, 1), generator=self.generator,
+                              device=self.device)
+    rows = top + torch.arange(h, device=self.device)
+    cols = left + torch.arange(w, device=self.device)
+    flip = torch.rand(n, 1, generator=self.generator, device=self.device) < 0.5
+    cols = torch.where(flip, cols.flip(1), cols)
+    index = torch.arange(n, device=self.device)[:, None, None]
+    return padded[index, rows[:, :, None], cols[:, None, :]]
+
+  def step(self) -> dict:
+    images = (self._augment().float() / 255.0 - self.mean) / self.std
+    self.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bfloat16):
+      logits = self.model(images.permute(0, 3, 1, 2))  # NHWC memory: channels_last
+    loss = F.cross_entropy(logits.float(), self.labels)
+    loss.backward()
+    self.optimizer.step()
+    step_metrics = {'loss': loss, 'accuracy': (logits.argmax(-1) == self.labels).float().mean()}
+    if self.device.type == 'cuda':
+      torch.cuda.synchronize()
+    return step_metrics

@@ -95,6 +95,11 @@ class Trainer:
     self.compile_seconds = time.perf_counter() - start
     return self.compile_seconds
 
+  @property
+  def compiled_step(self):
+    """The train step compiled by `compile` (for its cost analysis), else None."""
+    return self._train if self.compile_seconds is not None else None
+
   def step(self, batch):
     self.state, step_metrics = self._train(self.state, batch)
     return step_metrics

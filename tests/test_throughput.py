@@ -14,6 +14,8 @@ from rir_jax.models import count_params, get_model
 POSITIVE = ("params", "jax_images_per_sec", "train_flops_per_step", "jax_gflops_per_sec",
             "peak_gflops_per_sec", "fraction_of_peak", "jax_compile_seconds",
             "eval_images_per_sec")
+KEYS = (*POSITIVE, "model", "batch", "dtype", "torch_images_per_sec", "ratio", "device_kind",
+        "peak_dtype", "flops_source", "host_cpu_used_by_others")
 TINY = dict(steps=2, warmup=1, eval_batch=32)
 
 
@@ -23,6 +25,7 @@ def synthetic():
 
 
 def check_row(row: dict, model: str, batch: int) -> None:
+  assert set(KEYS) <= row.keys()
   assert (row["model"], row["batch"], row["dtype"]) == (model, batch, "float32")
   for key in POSITIVE:
     assert row[key] > 0, key
@@ -51,6 +54,18 @@ def test_measure_against_torch(synthetic):
   assert row["params"] == 75290  # depth 8 reached both frameworks
   assert row["torch_images_per_sec"] > 0
   assert row["ratio"] == pytest.approx(row["jax_images_per_sec"] / row["torch_images_per_sec"])
+
+
+def test_step_flops_counts_for_the_cpu_when_the_compiled_count_misses_work():
+  x = jnp.ones((64, 64))
+  compiled = jax.jit(jnp.dot).lower(x, x).compile()
+  assert throughput.step_flops(compiled, jnp.dot, x, x) == (2 * 64**3, "compiled")
+
+  class Blind:  # as the GPU backend counts its cuDNN convolutions
+    def cost_analysis(self):
+      return [{"flops": 0.0}]
+
+  assert throughput.step_flops(Blind(), jnp.dot, x, x) == (2 * 64**3, "lowered_for_cpu")
 
 
 @pytest.mark.parametrize("name", ["resnet", "rir", "rir_paper"])
