@@ -90,11 +90,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             batch_stats=batch_stats, opt_state=opt_state)
-  finite = jnp.isfinite(loss)
+  # Overflow can leave the loss finite but the new weights not: check both.
+  finite = jnp.isfinite(loss) & _all_finite(new_state.params)
   if cfg.skip_nonfinite:
-    # Overflow can leave the loss finite but the new weights not: skipping checks both.
-    # (Under nan_policy=stop, such weights make the next loss non-finite, which stops.)
-    finite &= _all_finite(new_state.params)
     new_state = _keep_old_unless(finite, new_state, state)
   metrics = {
       "loss": loss,
