@@ -90,7 +90,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             batch_stats=batch_stats, opt_state=opt_state)
-  # Overflow can leave the loss finite but the new weights not: check both.
+  # Overflow can leave the loss finite but the new weights not: check both, so that no
+  # checkpoint (saved only after finite steps) ever holds inf weights.
   finite = jnp.isfinite(loss) & _all_finite(new_state.params)
   if cfg.skip_nonfinite:
     new_state = _keep_old_unless(finite, new_state, state)
