@@ -14,6 +14,7 @@ import importlib.util
 import json
 import pathlib
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -89,7 +90,11 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
   if done.exists() and json.loads(done.read_text())["config"] == workdir_lib.config_json(config):
     return json.loads(done.read_text())
   config_check.validate(config, device_count=jax.device_count(), process_count=1)
-  workdir_lib.check(workdir, config)
+  try:
+    workdir_lib.check(workdir, config)
+  except workdir_lib.WorkdirError:  # a run of another budget or recipe: out of date
+    print(f"replacing {workdir}: it holds a run of another config", flush=True)
+    shutil.rmtree(workdir)
   workdir_lib.claim(workdir, config, write=True)
   start = time.perf_counter()
   final = loop.train_and_evaluate(config, workdir, dataset)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -129,6 +130,10 @@ class JaxBench:
     n = config.batch_size
     self.batch = parallel.global_batch_from_local(
         {"image": dataset.train_images[:n], "label": dataset.train_labels[:n]}, mesh)
+    self._host_batch = functools.partial(
+        feeding.train_batch, dataset.train_images, dataset.train_labels, global_batch=n,
+        seed=config.seed, mesh=mesh)
+    self._fed_steps = 0
     # From the train split: the synthetic test split may be smaller than one batch.
     self.eval_batch = min(eval_batch, len(dataset.train_labels))
     self.eval_batches = feeding.eval_batches(
@@ -142,6 +147,17 @@ class JaxBench:
 
   def step(self) -> dict:
     step_metrics = self.trainer.step(self.batch)
+    return jax.block_until_ready((self.trainer.state, step_metrics))[1]
+
+  def fed_step(self) -> dict:
+    """A step whose batch first goes through the training input pipeline (gather, transfer).
+
+    Without the training loop's prefetching, so the difference to `step` bounds what
+    the input pipeline can cost a step from above.
+    """
+    batch = self._host_batch(step=self._fed_steps)
+    self._fed_steps += 1
+    step_metrics = self.trainer.step(batch)
     return jax.block_until_ready((self.trainer.state, step_metrics))[1]
 
   def eval_images_per_sec(self) -> float:
@@ -208,7 +224,7 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
   """One result line: JAX (and PyTorch) training throughput of `model`, and more."""
   config = bench_config(model, batch, dtype, model_kwargs or {})
   jax_bench = JaxBench(config, dataset, eval_batch)
-  benches = {"jax": jax_bench.step}
+  benches = {"jax": jax_bench.step, "jax_fed": jax_bench.fed_step}
   if use_torch:
     torch_bench = torch_models.TrainStep(config, dataset, torch_device())
     if torch_bench.params != jax_bench.params:
@@ -226,6 +242,7 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
       "train_flops_per_step": jax_bench.flops, "flops_source": jax_bench.flops_source,
       "jax_gflops_per_sec": gflops, "peak_gflops_per_sec": peak_gflops,
       "peak_dtype": peak_dtype, "fraction_of_peak": gflops / peak_gflops,
+      "input_pipeline_share": 1 - seconds["jax"] / seconds["jax_fed"],
       "jax_compile_seconds": jax_bench.compile_seconds,
       "eval_batch": jax_bench.eval_batch, "eval_images_per_sec": jax_bench.eval_images_per_sec(),
       "steps": steps, "device_kind": jax.devices()[0].device_kind,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import collections
+import functools
 from typing import Iterator
 
 import jax
@@ -17,6 +18,15 @@ from rir_jax import parallel
 from rir_jax.data import pipeline
 
 
+def train_batch(images: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int,
+                mesh: Mesh, step: int) -> dict[str, jax.Array]:
+  """The global training batch of `step`, from this process's share of it."""
+  idx = pipeline.train_batch_indices(
+      len(labels), global_batch, seed=seed, step=step,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  return parallel.global_batch_from_local({"image": images[idx], "label": labels[idx]}, mesh)
+
+
 def train_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int,
                   mesh: Mesh, start_step: int, end_step: int,
                   prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:
@@ -25,17 +35,13 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, 
   A worker thread gathers and transfers the next batches while the device computes,
   so the host never stalls the step (numpy indexing and transfers release the GIL).
   """
-  def make(step: int) -> dict[str, jax.Array]:
-    idx = pipeline.train_batch_indices(
-        len(labels), global_batch, seed=seed, step=step,
-        process_index=jax.process_index(), process_count=jax.process_count())
-    return parallel.global_batch_from_local({"image": images[idx], "label": labels[idx]}, mesh)
-
+  make = functools.partial(train_batch, images, labels, global_batch=global_batch,
+                           seed=seed, mesh=mesh)
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
     queue = collections.deque()
     for step in range(start_step, end_step):
       while len(queue) <= prefetch and step + len(queue) < end_step:
-        queue.append(pool.submit(make, step + len(queue)))
+        queue.append(pool.submit(make, step=step + len(queue)))
       yield queue.popleft().result()
 
 

@@ -15,7 +15,7 @@ POSITIVE = ("params", "jax_images_per_sec", "train_flops_per_step", "jax_gflops_
             "peak_gflops_per_sec", "fraction_of_peak", "jax_compile_seconds",
             "eval_images_per_sec")
 KEYS = (*POSITIVE, "model", "batch", "dtype", "torch_images_per_sec", "ratio", "device_kind",
-        "peak_dtype", "flops_source", "host_cpu_used_by_others")
+        "peak_dtype", "flops_source", "host_cpu_used_by_others", "input_pipeline_share")
 TINY = dict(steps=2, warmup=1, eval_batch=32)
 
 
@@ -29,6 +29,7 @@ def check_row(row: dict, model: str, batch: int) -> None:
   assert (row["model"], row["batch"], row["dtype"]) == (model, batch, "float32")
   for key in POSITIVE:
     assert row[key] > 0, key
+  assert row["input_pipeline_share"] < 1
   assert row["device_kind"] and row["backend"] == "cpu"
 
 

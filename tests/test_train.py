@@ -152,3 +152,19 @@ def test_warmup_then_cosine():
   assert float(schedule(0)) == 0.0
   assert float(schedule(10)) == pytest.approx(0.1)
   assert float(schedule(40)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_prefetched_batches_are_the_batches_of_their_steps(synthetic):
+  mesh = parallel.make_mesh()
+  kwargs = dict(global_batch=16, seed=3, mesh=mesh)
+  fed = feeding.train_batches(synthetic.train_images, synthetic.train_labels,
+                              start_step=5, end_step=9, **kwargs)
+  for step, batch in zip(range(5, 9), fed, strict=True):
+    alone = feeding.train_batch(synthetic.train_images, synthetic.train_labels, step=step,
+                                **kwargs)
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(jax.device_get(batch[key]), jax.device_get(alone[key]))
+  steps = [jax.device_get(b["label"]) for b in (
+      feeding.train_batch(synthetic.train_images, synthetic.train_labels, step=s, **kwargs)
+      for s in (0, 1))]
+  assert not np.array_equal(*steps)

@@ -1,0 +1,38 @@
+"""benchmarks/compare.py end to end on a tiny budget: files, numbers, reuse of finished runs."""
+import json
+
+import pytest
+
+from benchmarks import compare
+
+pytestmark = pytest.mark.slow
+TINY = ["--dataset=synthetic", "--seeds=1", "--batch_size=16"]
+
+
+def first_run(out, model=0):
+  return json.loads((out / "results.json").read_text())["models"][model]["runs"][0]
+
+
+def test_writes_the_four_files_reuses_finished_runs_and_replaces_stale_ones(tmp_path, capsys):
+  out = tmp_path / "b"
+  assert compare.main([*TINY, "--models=cnn,rir", "--steps=4", f"--out={out}"]) == 0
+  for name in ("results.json", "results.md", "curves.png", "throughput.png"):
+    assert (out / name).stat().st_size > 0, name
+  results = json.loads((out / "results.json").read_text())
+  assert [m["model"] for m in results["models"]] == ["cnn", "rir"]
+  for model in results["models"]:
+    assert 0 <= model["accuracy_mean"] <= 1 and model["params"] > 0
+    assert model["forward_flops_per_example"] > 0 and model["compile_seconds"] > 0
+    evals = [p for p in model["runs"][0]["curve"] if "eval/accuracy" in p]
+    assert len(evals) >= 4  # the curve has a shape even on a budget of 4 steps
+  table = (out / "results.md").read_text()
+  assert "| cnn |" in table and "| rir |" in table and "--steps=4" in table
+
+  before = first_run(out)
+  assert compare.main([*TINY, "--models=cnn", "--steps=4", f"--out={out}"]) == 0
+  assert first_run(out) == before  # the finished run was not trained again
+  assert "replacing" not in capsys.readouterr().out
+
+  assert compare.main([*TINY, "--models=cnn", "--steps=6", f"--out={out}"]) == 0
+  assert "replacing" in capsys.readouterr().out
+  assert first_run(out)["curve"][-1]["step"] == 6
