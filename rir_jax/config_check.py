@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from rir_jax import optim
+from rir_jax import ops, optim
 from rir_jax.data import DATASET_NAMES
 from rir_jax.models import MODEL_NAMES
 
@@ -46,6 +46,12 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   _choice("schedule.name", config.schedule.name, optim.SCHEDULE_NAMES)
   _choice("dtype", config.dtype, ("float32", "bfloat16"))
   _choice("nan_policy", config.nan_policy, ("stop", "skip_step"))
+  _choice("conv_impl", config.conv_impl, ops.IMPLS)
+  if config.conv_impl == "onednn":
+    available, reason = ops.onednn.is_available()
+    if not available:
+      raise ConfigError(f"--config.conv_impl=onednn cannot run here ({reason.splitlines()[0]}); "
+                        "pip install -e '.[onednn]', or use auto or xla")
   _positive(config, "batch_size", "eval_batch_size", "log_every_steps",
             "checkpoint_every_steps", "keep_checkpoints", "optimizer.learning_rate")
   if config.num_train_steps <= 0:

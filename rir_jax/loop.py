@@ -54,7 +54,7 @@ def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Pla
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
   kwargs = {k: v for k, v in config.model.items() if k != "name"}
   return get_model(config.model.name, num_classes=num_classes,
-                   dtype=DTYPES[config.dtype], **kwargs)
+                   dtype=DTYPES[config.dtype], conv_impl=config.conv_impl, **kwargs)
 
 
 def make_step_config(config: ml_collections.ConfigDict, dataset: Dataset,

@@ -66,6 +66,7 @@ def _cases(tmp: pathlib.Path, shared_data: pathlib.Path) -> dict[str, tuple[list
       "unwritable_workdir": ([SMOKE, "--workdir=/proc/rir_jax_run", mnist], "write"),
       "bad_model_depth": (["--config=configs/resnet_mnist.py:smoke", work("u"),
                            "--config.model.depth=21", mnist], "depth"),
+      "unknown_conv_impl": ([SMOKE, work("w"), "--config.conv_impl=mkl"], "mkl"),
       "coordinator_port_busy": ([SMOKE, work("v"), f"--coordinator_address=127.0.0.1:{port}",
                                  "--num_processes=2", "--process_id=0"], "port"),
   }
@@ -97,7 +98,7 @@ CASE_NAMES = [
     "momentum_above_one", "missing_config_file", "raising_config_file", "unknown_variant",
     "missing_workdir_flag", "positional_argument", "missing_data_offline", "corrupt_data",
     "workdir_is_a_file", "workdir_of_another_config", "unwritable_workdir", "bad_model_depth",
-    "coordinator_port_busy",
+    "unknown_conv_impl", "coordinator_port_busy",
 ]
 
 

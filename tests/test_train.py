@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from configs import default
-from rir_jax import checkpoint, data, feeding, loop, metrics, optim, parallel, train
+from rir_jax import (checkpoint, config_check, data, feeding, loop, metrics, ops, optim,
+                     parallel, train)
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -168,3 +169,38 @@ def test_prefetched_batches_are_the_batches_of_their_steps(synthetic):
       feeding.train_batch(synthetic.train_images, synthetic.train_labels, step=s, **kwargs)
       for s in (0, 1))]
   assert not np.array_equal(*steps)
+
+
+@pytest.mark.parametrize("model", [
+    {"name": "resnet", "depth": 8},
+    {"name": "rir", "widths": (4, 8), "blocks_per_stage": (1, 1)},
+])
+def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
+  """The oneDNN convolutions, sharded over the batch, train as XLA's do (bf16 too)."""
+  if not ops.onednn.is_available()[0]:
+    pytest.skip(f"oneDNN unavailable: {ops.onednn.is_available()[1]}")
+  for dtype, tol in (("float32", 1e-5), ("bfloat16", 2e-2)):
+    config = tiny_config(model=ml_collections.ConfigDict(model), dtype=dtype,
+                         conv_impl="xla")
+    xla, mx = run_steps(config, synthetic, parallel.make_mesh(jax.devices()[:1]), 3)
+    config.conv_impl = "onednn"
+    onednn, mo = run_steps(config, synthetic, parallel.make_mesh(), 3)
+    x = jnp.zeros((2, 32, 32, 3), getattr(jnp, dtype))
+    variables = jax.device_get(xla)
+    hlo = jax.jit(lambda x: loop.make_model(config, 10).apply(
+        {"params": variables.params, "batch_stats": variables.batch_stats}, x,
+        train=False)).lower(x).as_text()
+    assert hlo.count("RirOnednnConvForward") >= 3  # every convolution, not just some
+    assert "convolution" not in hlo
+    np.testing.assert_allclose(mx["loss"], mo["loss"], rtol=tol)
+    for a, b in zip(jax.tree.leaves(xla), jax.tree.leaves(onednn)):
+      np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_conv_impl_onednn_where_it_cannot_run_is_a_config_error(monkeypatch):
+  monkeypatch.setattr(ops.onednn, "is_available", lambda: (False, "g++ not found"))
+  config = tiny_config(conv_impl="onednn")
+  with pytest.raises(config_check.ConfigError, match="conv_impl=onednn cannot run here"):
+    config_check.validate(config, device_count=1, process_count=1)
+  config.conv_impl = "auto"
+  config_check.validate(config, device_count=1, process_count=1)

@@ -27,6 +27,7 @@ class CNN(nn.Module):
     convs_per_stage: 3x3 conv-BN-ReLU layers per stage.
     downsample: 'conv' or 'max_pool', how stages after the first halve resolution.
     dtype: compute dtype; parameters stay float32.
+    conv_impl: convolution kernels, 'xla', 'onednn' or 'auto' (rir_jax.ops).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """
@@ -35,17 +36,19 @@ class CNN(nn.Module):
   convs_per_stage: int = 6
   downsample: str = 'conv'
   dtype: layers.Dtype = jnp.float32
+  conv_impl: str = 'xla'
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
   def __post_init__(self):
     layers.check_choice('downsample', self.downsample, DOWNSAMPLES)
+    layers.check_choice('conv_impl', self.conv_impl, layers.CONV_IMPLS)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     def conv_bn_relu(x, features, strides=1):
-      x = layers.conv(features, 3, strides, dtype=self.dtype)(x)
+      x = layers.conv(features, 3, strides, dtype=self.dtype, conv_impl=self.conv_impl)(x)
       x = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                             dtype=self.dtype)(x)
       return nn.relu(x)

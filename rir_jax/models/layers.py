@@ -7,7 +7,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rir_jax import ops
+
 Dtype = Any
+CONV_IMPLS = ops.IMPLS
 
 SHORTCUTS = ('projection', 'zero_pad')
 
@@ -26,20 +29,23 @@ def check_choice(what: str, value: Any, choices: Sequence[Any]) -> None:
 
 
 def conv(features: int, kernel_size: int = 3, strides: int = 1, *,
-         dtype: Dtype, name: str | None = None) -> nn.Conv:
+         dtype: Dtype, conv_impl: str, name: str | None = None) -> nn.Conv:
   """A bias-free square convolution (batch norm supplies the bias).
 
   Padding is k // 2 on every side, as in PyTorch: XLA's 'SAME' pads a stride-2 conv
   on an even input only at the bottom/right, which shifts the sampling grid.
+  `conv_impl` picks the kernels that run it (see rir_jax.ops), not what it computes.
   """
   return nn.Conv(features, (kernel_size, kernel_size), strides=strides,
                  padding=kernel_size // 2, use_bias=False, kernel_init=he_normal,
-                 dtype=dtype, name=name)
+                 dtype=dtype, conv_general_dilated=ops.conv_general_dilated_for(conv_impl),
+                 name=name)
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, strides: int, dtype: Dtype) -> jax.Array:
+def conv2d(x: jax.Array, kernel: jax.Array, strides: int, dtype: Dtype,
+           conv_impl: str) -> jax.Array:
   """Applies a raw 3x3 HWIO kernel the way `conv` does (padding 1, no bias)."""
-  return jax.lax.conv_general_dilated(
+  return ops.conv_general_dilated_for(conv_impl)(
       x.astype(dtype), kernel.astype(dtype), (strides, strides), ((1, 1), (1, 1)),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
@@ -63,7 +69,7 @@ def is_identity(x: jax.Array, features: int, strides: int) -> bool:
 
 
 def shortcut(x: jax.Array, features: int, strides: int, kind: str, *, dtype: Dtype,
-             projection_input: jax.Array | None = None) -> jax.Array:
+             conv_impl: str, projection_input: jax.Array | None = None) -> jax.Array:
   """Identity where the shape is kept, else zero padding or a 1x1 projection.
 
   Must be called inside a compact method: the projection conv, named 'projection',
@@ -75,7 +81,8 @@ def shortcut(x: jax.Array, features: int, strides: int, kind: str, *, dtype: Dty
   if kind == 'zero_pad':
     return zero_pad(x, features, strides)
   source = x if projection_input is None else projection_input
-  return conv(features, 1, strides, dtype=dtype, name='projection')(source)
+  return conv(features, 1, strides, dtype=dtype, conv_impl=conv_impl,
+              name='projection')(source)
 
 
 def classifier_logits(x: jax.Array, num_classes: int, dtype: Dtype) -> jax.Array:

@@ -1,6 +1,8 @@
 """Pre-activation ResNet-(6n+2) for 32x32 images (He et al. 2016, "Identity mappings")."""
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,7 @@ class PreActBlock(nn.Module):
   strides: int = 1
   shortcut: str = 'zero_pad'
   dtype: layers.Dtype = jnp.float32
+  conv_impl: str = 'xla'
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -30,9 +33,11 @@ class PreActBlock(nn.Module):
 
     y = bn_relu(x)
     residual = layers.shortcut(x, self.features, self.strides, self.shortcut,
-                               dtype=self.dtype, projection_input=y)
-    y = layers.conv(self.features, 3, self.strides, dtype=self.dtype)(y)
-    y = layers.conv(self.features, 3, dtype=self.dtype)(bn_relu(y))
+                               dtype=self.dtype, conv_impl=self.conv_impl,
+                               projection_input=y)
+    conv = functools.partial(layers.conv, dtype=self.dtype, conv_impl=self.conv_impl)
+    y = conv(self.features, 3, self.strides)(y)
+    y = conv(self.features, 3)(bn_relu(y))
     return y + residual
 
 
@@ -50,6 +55,7 @@ class ResNet(nn.Module):
     width: channel multiplier k.
     shortcut: 'zero_pad' (option A, default) or 'projection' where the shape changes.
     dtype: compute dtype; parameters stay float32.
+    conv_impl: convolution kernels, 'xla', 'onednn' or 'auto' (rir_jax.ops).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """
@@ -58,6 +64,7 @@ class ResNet(nn.Module):
   width: int = 1
   shortcut: str = 'zero_pad'
   dtype: layers.Dtype = jnp.float32
+  conv_impl: str = 'xla'
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -66,17 +73,19 @@ class ResNet(nn.Module):
       raise ValueError(f'resnet depth must be 6n+2 with n >= 1 (20, 32, 56, 110, ...); '
                        f'got {self.depth}')
     layers.check_choice('shortcut', self.shortcut, layers.SHORTCUTS)
+    layers.check_choice('conv_impl', self.conv_impl, layers.CONV_IMPLS)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     blocks_per_stage = (self.depth - 2) // 6
-    x = layers.conv(16 * self.width, 3, dtype=self.dtype, name='stem')(x)
+    x = layers.conv(16 * self.width, 3, dtype=self.dtype, conv_impl=self.conv_impl,
+                    name='stem')(x)
     for stage, multiplier in enumerate((1, 2, 4)):
       for index in range(blocks_per_stage):
         x = PreActBlock(16 * self.width * multiplier,
                         strides=2 if stage > 0 and index == 0 else 1,
-                        shortcut=self.shortcut, dtype=self.dtype,
+                        shortcut=self.shortcut, dtype=self.dtype, conv_impl=self.conv_impl,
                         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)(
                             x, train=train)
     x = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,

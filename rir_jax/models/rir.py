@@ -57,6 +57,7 @@ class GeneralizedResidualBlock(nn.Module):
   shortcut: str = 'projection'
   single_conv: bool = False
   dtype: layers.Dtype = jnp.float32
+  conv_impl: str = 'xla'
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -66,7 +67,8 @@ class GeneralizedResidualBlock(nn.Module):
     shape = (3, 3, r.shape[-1], self.features)
     kernels = {name: self.param(name, layers.he_normal, shape, jnp.float32)
                for name in KERNEL_NAMES}
-    conv = functools.partial(layers.conv2d, strides=self.strides, dtype=self.dtype)
+    conv = functools.partial(layers.conv2d, strides=self.strides, dtype=self.dtype,
+                             conv_impl=self.conv_impl)
     identity = layers.is_identity(r, self.features, self.strides)
     if self.single_conv:
       kernel = resnet_init_kernel(**kernels, add_identity=identity)
@@ -76,7 +78,7 @@ class GeneralizedResidualBlock(nn.Module):
       t_out = conv(r, kernels['kernel_rt']) + conv(t, kernels['kernel_tt'])
     if not (identity and self.single_conv):  # else it is inside the kernel already
       r_out += layers.shortcut(r, self.features, self.strides, self.shortcut,
-                               dtype=self.dtype)
+                               dtype=self.dtype, conv_impl=self.conv_impl)
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype)
     return nn.relu(norm(name='bn_r')(r_out)), nn.relu(norm(name='bn_t')(t_out))
@@ -95,6 +97,7 @@ class RiRBlock(nn.Module):
   shortcut: str = 'projection'
   single_conv: bool = False
   dtype: layers.Dtype = jnp.float32
+  conv_impl: str = 'xla'
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -103,13 +106,13 @@ class RiRBlock(nn.Module):
                train: bool) -> tuple[jax.Array, jax.Array]:
     block = functools.partial(
         GeneralizedResidualBlock, self.features, shortcut=self.shortcut,
-        single_conv=self.single_conv, dtype=self.dtype,
+        single_conv=self.single_conv, dtype=self.dtype, conv_impl=self.conv_impl,
         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
     r_in = r
     r, t = block(strides=self.strides)(r, t, train=train)
     r, t = block()(r, t, train=train)
     r += layers.shortcut(r_in, self.features, self.strides, self.shortcut,
-                         dtype=self.dtype)
+                         dtype=self.dtype, conv_impl=self.conv_impl)
     return r, t
 
 
@@ -134,6 +137,7 @@ class RiR(nn.Module):
     head: 'dense' or 'conv_bn'.
     single_conv: compute each generalized block as one convolution (ResNet Init).
     dtype: compute dtype; parameters stay float32.
+    conv_impl: convolution kernels, 'xla', 'onednn' or 'auto' (rir_jax.ops).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """
@@ -144,6 +148,7 @@ class RiR(nn.Module):
   head: str = 'dense'
   single_conv: bool = False
   dtype: layers.Dtype = jnp.float32
+  conv_impl: str = 'xla'
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -153,6 +158,7 @@ class RiR(nn.Module):
                        f'{tuple(self.blocks_per_stage)} must have the same length')
     layers.check_choice('shortcut', self.shortcut, layers.SHORTCUTS)
     layers.check_choice('head', self.head, HEADS)
+    layers.check_choice('conv_impl', self.conv_impl, layers.CONV_IMPLS)
     super().__post_init__()
 
   @nn.compact
@@ -161,7 +167,8 @@ class RiR(nn.Module):
                              epsilon=self.bn_epsilon, dtype=self.dtype)
 
     def stem(stream):
-      y = layers.conv(self.widths[0], 3, dtype=self.dtype, name=f'stem_conv_{stream}')(x)
+      y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
+                      name=f'stem_conv_{stream}')(x)
       return nn.relu(norm(name=f'stem_bn_{stream}')(y))
 
     r, t = stem('r'), stem('t')
@@ -169,12 +176,14 @@ class RiR(nn.Module):
       for index in range(blocks):
         r, t = RiRBlock(width, strides=2 if stage > 0 and index == 0 else 1,
                         shortcut=self.shortcut, single_conv=self.single_conv,
-                        dtype=self.dtype, bn_momentum=self.bn_momentum,
+                        dtype=self.dtype, conv_impl=self.conv_impl,
+                        bn_momentum=self.bn_momentum,
                         bn_epsilon=self.bn_epsilon)(r, t, train=train)
     x = jnp.concatenate([r, t], axis=-1)
     if self.head == 'dense':
       return layers.classifier_logits(x, self.num_classes, self.dtype)
-    x = layers.conv(self.num_classes, 1, dtype=self.dtype, name='head_conv')(x)
+    x = layers.conv(self.num_classes, 1, dtype=self.dtype, conv_impl=self.conv_impl,
+                    name='head_conv')(x)
     x = norm(name='head_bn')(x)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
