@@ -18,7 +18,9 @@ def markdown(results: dict) -> str:
   rows = [
       f"Dataset: {results['dataset']} ({results['train_examples']:,} train / "
       f"{results['test_examples']:,} test), {results['seeds']} seed(s), "
-      f"{results['device_count']} x {results['device_kind']}, jax {results['jax']}.",
+      f"{results['device_count']} x {results['device_kind']}, jax {results['jax']}, "
+      # Results from before conv_impl existed ran on XLA.
+      f"{results.get('convolutions', 'xla')} convolutions.",
       "",
       "| model | params | fwd MFLOPs/img | test accuracy (mean ± std) | per seed | test loss "
       "| train img/s | compile s | wall s/run |",

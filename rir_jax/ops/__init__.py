@@ -44,3 +44,8 @@ def conv_general_dilated_for(impl: str) -> Callable[..., jax.Array]:
     raise RuntimeError(f"conv impl 'onednn' is unavailable: {reason}")
   log.warning("conv impl auto: XLA, as oneDNN is unavailable: %s", reason)
   return lax.conv_general_dilated
+
+
+def resolve(impl: str) -> str:
+  """The implementation `impl` runs on in this process: "xla" or "onednn"."""
+  return "onednn" if conv_general_dilated_for(impl) is onednn.conv_general_dilated else "xla"
