@@ -1,6 +1,7 @@
 """Training-step throughput of rir-jax against a PyTorch replica of the same model.
 
-  python benchmarks/throughput.py                       # resnet,rir; float32; batch 128
+  python benchmarks/throughput.py                       # resnet,rir; float32; batch 128;
+                                                        # XLA and oneDNN convolutions
   python benchmarks/throughput.py --dtype=float32,bfloat16 --out=/tmp/cpu.jsonl
   python benchmarks/throughput.py --models=resnet,rir,rir_paper --batch=128,500 \
       --dtype=float32,bfloat16 --no_torch               # a GPU or TPU, JAX only
@@ -36,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from configs import default  # noqa: E402
-from rir_jax import data, feeding, loop, parallel, train  # noqa: E402
+from rir_jax import data, feeding, loop, ops, parallel, train  # noqa: E402
 from rir_jax.models import count_params  # noqa: E402
 
 try:
@@ -56,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--models", default="resnet,rir", help="comma list: resnet, rir, rir_paper")
   p.add_argument("--batch", default="128", help="comma list of batch sizes")
   p.add_argument("--dtype", default="float32", help="comma list: float32, bfloat16")
+  p.add_argument("--conv_impl", default="xla,onednn",
+                 help="comma list: xla, onednn (CPU only; skipped where it cannot run)")
   p.add_argument("--steps", type=int, default=20, help="timed steps per framework")
   p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
   p.add_argument("--eval_batch", type=int, default=1000, help="forward-only batch size")
@@ -65,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   for dtype in args.dtype.split(","):
     if dtype not in loop.DTYPES:
       p.error(f"unknown dtype {dtype!r}; choose from {', '.join(loop.DTYPES)}")
+  for impl in args.conv_impl.split(","):
+    if impl not in ("xla", "onednn"):
+      p.error(f"unknown conv_impl {impl!r}; choose from xla, onednn")
   return args
 
 
@@ -108,13 +114,14 @@ def step_flops(compiled: jax.stages.Compiled, step: Callable, *args) -> tuple[fl
   return cpu_flops, "lowered_for_cpu"
 
 
-def bench_config(model: str, batch: int, dtype: str,
-                 model_kwargs: dict) -> ml_collections.ConfigDict:
+def bench_config(model: str, batch: int, dtype: str, model_kwargs: dict,
+                 conv_impl: str = "xla") -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model = ml_collections.ConfigDict({"name": model, **model_kwargs})
   config.data.name = "synthetic"
   config.batch_size = batch
   config.dtype = dtype
+  config.conv_impl = conv_impl
   config.schedule.name = "constant"  # as the PyTorch side's fixed learning rate
   return config
 
@@ -220,9 +227,10 @@ def time_interleaved(steps: dict[str, Callable[[], object]], count: int,
 
 def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps: int,
             warmup: int, use_torch: bool, peak_gflops: float, peak_dtype: str,
-            eval_batch: int = 1000, model_kwargs: dict | None = None) -> dict:
+            eval_batch: int = 1000, model_kwargs: dict | None = None,
+            conv_impl: str = "xla") -> dict:
   """One result line: JAX (and PyTorch) training throughput of `model`, and more."""
-  config = bench_config(model, batch, dtype, model_kwargs or {})
+  config = bench_config(model, batch, dtype, model_kwargs or {}, conv_impl)
   jax_bench = JaxBench(config, dataset, eval_batch)
   benches = {"jax": jax_bench.step, "jax_fed": jax_bench.fed_step}
   if use_torch:
@@ -236,7 +244,8 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
   torch_speed = batch / seconds["torch"] if use_torch else None
   gflops = jax_bench.flops / seconds["jax"] / 1e9
   return {
-      "model": model, "batch": batch, "dtype": dtype, "params": jax_bench.params,
+      "model": model, "batch": batch, "dtype": dtype, "conv_impl": conv_impl,
+      "params": jax_bench.params,
       "jax_images_per_sec": jax_speed, "torch_images_per_sec": torch_speed,
       "ratio": jax_speed / torch_speed if use_torch else None,
       "train_flops_per_step": jax_bench.flops, "flops_source": jax_bench.flops_source,
@@ -259,10 +268,14 @@ def main(argv=None) -> int:
     print(f"no PyTorch for JAX's {jax.default_backend()}: measuring JAX only", file=sys.stderr)
   dataset = data.load_dataset("synthetic")
   peaks = {}
+  impls = args.conv_impl.split(",")
+  if "onednn" in impls and not ops.onednn.is_available()[0]:
+    print(f"no oneDNN rows: {ops.onednn.is_available()[1]}", file=sys.stderr)
+    impls.remove("onednn")
   rows = itertools.product(args.models.split(","), args.dtype.split(","),
-                           map(int, args.batch.split(",")))
+                           map(int, args.batch.split(",")), impls)
   with args.out.open("w") if args.out else contextlib.nullcontext() as out:
-    for model, dtype, batch in rows:
+    for model, dtype, batch, conv_impl in rows:
       # On a CPU each dtype has its own peak; accelerators are judged by bf16 (MFU).
       # Measured before every row, the best so far: a busy moment of a shared
       # machine should not set the yardstick.
@@ -271,7 +284,7 @@ def main(argv=None) -> int:
       line = json.dumps(measure(model, batch, dtype, dataset=dataset, steps=args.steps,
                                 warmup=args.warmup, use_torch=use_torch,
                                 eval_batch=args.eval_batch, peak_gflops=peaks[peak_dtype],
-                                peak_dtype=peak_dtype))
+                                peak_dtype=peak_dtype, conv_impl=conv_impl))
       print(line, flush=True)
       if out:
         out.write(line + "\n")

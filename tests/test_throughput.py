@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import throughput
-from rir_jax import data
+from rir_jax import data, ops
 from rir_jax.models import count_params, get_model
 
 POSITIVE = ("params", "jax_images_per_sec", "train_flops_per_step", "jax_gflops_per_sec",
@@ -38,11 +38,13 @@ def test_main_writes_one_json_line_without_torch(tmp_path):
   out = tmp_path / "throughput.jsonl"
   assert throughput.main(["--models=resnet", "--batch=16", "--steps=2", "--warmup=1",
                           "--eval_batch=32", "--no_torch", "--out", str(out)]) == 0
-  (line,) = out.read_text().splitlines()
-  row = json.loads(line)
-  check_row(row, "resnet", 16)
-  assert row["torch_images_per_sec"] is None and row["ratio"] is None
-  assert row["peak_dtype"] == "float32"
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  # One row per convolution implementation that runs here.
+  assert [row["conv_impl"] for row in rows] == sorted({"xla", ops.resolve("auto")}, reverse=True)
+  for row in rows:
+    check_row(row, "resnet", 16)
+    assert row["torch_images_per_sec"] is None and row["ratio"] is None
+    assert row["peak_dtype"] == "float32"
 
 
 @pytest.mark.slow
