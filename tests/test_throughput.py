@@ -155,3 +155,16 @@ def test_replica_computes_the_same_function(name, kwargs):
     with torch.no_grad():
       got = replica.train(train)(x_torch).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=f"train={train}")
+
+
+def test_conv_ops_times_every_shape_and_pass_on_both_implementations(capsys):
+  if not ops.onednn.is_available()[0]:
+    pytest.skip(f"oneDNN unavailable: {ops.onednn.is_available()[1]}")
+  from benchmarks import conv_ops
+  assert conv_ops.main(["--batch=2", "--reps=1", "--dtype=float32"]) == 0
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert len(rows) == len(conv_ops.SHAPES) * 3
+  assert {row["pass"] for row in rows} == {"forward", "grad_input", "grad_weight"}
+  for row in rows:
+    assert row["xla_ms"] > 0 and row["onednn_ms"] > 0
+    assert row["speedup"] == pytest.approx(row["xla_ms"] / row["onednn_ms"], rel=0.05)
