@@ -24,6 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
+from rir_jax import ops  # noqa: E402
 from rir_jax.ops import onednn  # noqa: E402
 
 # (height = width, input channels, output channels, stride) of ResNet-20's 3x3 convs.
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
   p.add_argument("--reps", type=int, default=25)
   p.add_argument("--dtype", default="float32,bfloat16")
   args = p.parse_args(argv)
-  available, reason = onednn.is_available()
+  available, reason = ops.onednn_usable()
   if not available:
     print(f"error: oneDNN cannot run here: {reason}", file=sys.stderr)
     return 2

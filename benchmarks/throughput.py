@@ -269,8 +269,8 @@ def main(argv=None) -> int:
   dataset = data.load_dataset("synthetic")
   peaks = {}
   impls = args.conv_impl.split(",")
-  if "onednn" in impls and not ops.onednn.is_available()[0]:
-    print(f"no oneDNN rows: {ops.onednn.is_available()[1]}", file=sys.stderr)
+  if "onednn" in impls and not ops.onednn_usable()[0]:
+    print(f"no oneDNN rows: {ops.onednn_usable()[1]}", file=sys.stderr)
     impls.remove("onednn")
   rows = itertools.product(args.models.split(","), args.dtype.split(","),
                            map(int, args.batch.split(",")), impls)

@@ -48,7 +48,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   _choice("nan_policy", config.nan_policy, ("stop", "skip_step"))
   _choice("conv_impl", config.conv_impl, ops.IMPLS)
   if config.conv_impl == "onednn":
-    available, reason = ops.onednn.is_available()
+    available, reason = ops.onednn_usable()
     if not available:
       raise ConfigError(f"--config.conv_impl=onednn cannot run here ({reason.splitlines()[0]}); "
                         "pip install -e '.[onednn]', or use auto or xla")

@@ -204,3 +204,14 @@ def test_conv_impl_onednn_where_it_cannot_run_is_a_config_error(monkeypatch):
     config_check.validate(config, device_count=1, process_count=1)
   config.conv_impl = "auto"
   config_check.validate(config, device_count=1, process_count=1)
+
+
+def test_conv_impl_auto_takes_xla_off_the_cpu(monkeypatch, request):
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  ops.conv_general_dilated_for.cache_clear()  # the choice is made once per process
+  request.addfinalizer(ops.conv_general_dilated_for.cache_clear)
+  assert ops.onednn_usable() == (False, "the default backend is gpu, and oneDNN runs on "
+                                        "CPUs only")
+  assert ops.resolve("auto") == "xla"
+  with pytest.raises(RuntimeError, match="CPUs only"):
+    ops.conv_general_dilated_for("onednn")

@@ -15,14 +15,22 @@ log = logging.getLogger(__name__)
 IMPLS = ("xla", "onednn", "auto")
 
 
+def onednn_usable() -> tuple[bool, str]:
+  """Whether oneDNN's convolutions can run in this process, and why (or why not)."""
+  backend = jax.default_backend()
+  if backend != "cpu":  # the FFI targets are registered for the CPU platform only
+    return False, f"the default backend is {backend}, and oneDNN runs on CPUs only"
+  return onednn.is_available()
+
+
 @functools.cache  # one choice, and one log line, per process
 def conv_general_dilated_for(impl: str) -> Callable[..., jax.Array]:
   """A function with `lax.conv_general_dilated`'s signature that runs on `impl`.
 
   Args:
-    impl: "xla" (`lax.conv_general_dilated` itself), "onednn" (RuntimeError if
-      the library does not build or load) or "auto" (oneDNN where the default
-      backend is CPU and the library loads, else XLA; logs which and why).
+    impl: "xla" (`lax.conv_general_dilated` itself), "onednn" (RuntimeError
+      where it cannot run, see `onednn_usable`) or "auto" (oneDNN where it can
+      run, else XLA; logs which and why).
 
   Returns:
     The function, e.g. for `flax.linen.Conv(..., conv_general_dilated=...)`.
@@ -31,18 +39,14 @@ def conv_general_dilated_for(impl: str) -> Callable[..., jax.Array]:
     raise ValueError(f"unknown conv impl {impl!r}; choose one of: {', '.join(IMPLS)}")
   if impl == "xla":
     return lax.conv_general_dilated
-  backend = jax.default_backend()
-  if impl == "auto" and backend != "cpu":
-    log.info("conv impl auto: XLA, as the default backend is %s, not cpu", backend)
-    return lax.conv_general_dilated
-  available, reason = onednn.is_available()
-  if available:
+  usable, reason = onednn_usable()
+  if usable:
     if impl == "auto":
       log.info("conv impl auto: oneDNN, %s", reason)
     return onednn.conv_general_dilated
   if impl == "onednn":
     raise RuntimeError(f"conv impl 'onednn' is unavailable: {reason}")
-  log.warning("conv impl auto: XLA, as oneDNN is unavailable: %s", reason)
+  log.info("conv impl auto: XLA, as %s", reason)
   return lax.conv_general_dilated
 
 
