@@ -24,7 +24,8 @@ def test_writes_the_four_files_reuses_finished_runs_and_replaces_stale_ones(tmp_
   assert results["convolutions"] == ops.resolve("auto")
   for model in results["models"]:
     assert 0 <= model["accuracy_mean"] <= 1 and model["params"] > 0
-    assert model["forward_flops_per_example"] > 0 and model["compile_seconds"] > 0
+    # ~0.27M-parameter models on 32x32 images: tens of MFLOPs, most in convolutions.
+    assert model["forward_flops_per_example"] > 20e6 and model["compile_seconds"] > 0
     evals = [p for p in model["runs"][0]["curve"] if "eval/accuracy" in p]
     assert len(evals) >= 4  # the curve has a shape even on a budget of 4 steps
   table = (out / "results.md").read_text()

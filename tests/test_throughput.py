@@ -41,6 +41,9 @@ def test_main_writes_one_json_line_without_torch(tmp_path):
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   # One row per convolution implementation that runs here.
   assert [row["conv_impl"] for row in rows] == sorted({"xla", ops.resolve("auto")}, reverse=True)
+  # Both count the convolutions' FLOPs, though XLA cannot see inside oneDNN's.
+  assert rows[0]["train_flops_per_step"] == pytest.approx(rows[-1]["train_flops_per_step"],
+                                                        rel=0.01)
   for row in rows:
     check_row(row, "resnet", 16)
     assert row["torch_images_per_sec"] is None and row["ratio"] is None
