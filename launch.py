@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rir_jax import run
+from rir_jax import host_memory, run
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
@@ -31,6 +31,9 @@ flags.DEFINE_integer("distributed_timeout", None,
                      "before it fails (default: JAX's, 100-300 s).", lower_bound=1)
 flags.DEFINE_string("jax_cache_dir", str(pathlib.Path.home() / ".cache" / "rir_jax" / "xla"),
                     "Persistent compilation cache: a re-run skips compiling. Empty to disable.")
+flags.DEFINE_bool("reuse_host_memory", True,
+                  "Let malloc keep freed memory (glibc): XLA's CPU runtime otherwise maps, "
+                  "faults in and zeroes each step's scratch anew (rir_jax/host_memory.py).")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -70,6 +73,8 @@ def main(argv: list[str]) -> None:
   # Our progress at INFO; the libraries' (Orbax logs every save step by step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("rir_jax").setLevel(std_logging.INFO)
+  if FLAGS.reuse_host_memory:
+    host_memory.reuse_freed_memory()  # before JAX starts its threads
   sys.exit(run.launch(
       FLAGS.config, pathlib.Path(FLAGS.workdir),
       distributed=run.Distributed(FLAGS.coordinator_address, FLAGS.num_processes,

@@ -29,7 +29,7 @@ import ml_collections  # noqa: E402
 
 from benchmarks import report  # noqa: E402
 from configs import cnn_mnist, resnet_cifar  # noqa: E402
-from rir_jax import config_check, data, loop, metrics, ops  # noqa: E402
+from rir_jax import config_check, data, host_memory, loop, metrics, ops  # noqa: E402
 from rir_jax import workdir as workdir_lib  # noqa: E402
 from rir_jax.models import count_params  # noqa: E402
 
@@ -152,6 +152,7 @@ def summarize(name: str, facts: dict, runs: list[dict]) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  host_memory.reuse_freed_memory()  # as launch.py does
   try:
     dataset = data.load_dataset(args.dataset, data_dir=args.data_dir,
                                 manual_dir=args.manual_dir)

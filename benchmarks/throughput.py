@@ -37,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from configs import default  # noqa: E402
-from rir_jax import data, feeding, loop, ops, parallel, train  # noqa: E402
+from rir_jax import data, feeding, host_memory, loop, ops, parallel, train  # noqa: E402
 from rir_jax.models import count_params  # noqa: E402
 
 try:
@@ -64,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--eval_batch", type=int, default=1000, help="forward-only batch size")
   p.add_argument("--out", type=pathlib.Path, default=None, help="also write the lines here")
   p.add_argument("--no_torch", action="store_true", help="JAX only, even if torch is there")
+  p.add_argument("--system_malloc", action="store_true",
+                 help="leave malloc as it is (launch.py's --noreuse_host_memory)")
   args = p.parse_args(argv)
   for dtype in args.dtype.split(","):
     if dtype not in loop.DTYPES:
@@ -268,6 +270,8 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  if not args.system_malloc:
+    host_memory.reuse_freed_memory()  # as launch.py does; the PyTorch side shares it
   use_torch = not args.no_torch and torch_device() is not None
   if not args.no_torch and not use_torch:
     print(f"no PyTorch for JAX's {jax.default_backend()}: measuring JAX only", file=sys.stderr)

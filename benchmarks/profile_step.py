@@ -1,0 +1,141 @@
+"""Where a CPU training step spends its time: a jax.profiler trace, summed by operation.
+
+  python benchmarks/profile_step.py                     # resnet, float32, batch 128, oneDNN
+  python benchmarks/profile_step.py --model=rir --dtype=bfloat16 --conv_impl=xla
+
+Traces `--steps` steps of the step that benchmarks/throughput.py times, then sums the
+time XLA's CPU runtime spent in each operation of the compiled step: the convolutions
+(oneDNN's FFI calls by pass, or XLA's own), its fusions by kind (the instruction name
+without its number: 'add_maximum_fusion' is every fusion XLA named so), and the rest.
+Also how long 0, 1 or 2+ of the runtime's threads were busy, which shows how much of
+the step uses every core. Prints one JSON object per operation kind, then one summary.
+CPU only: other backends trace on the device, not in these threads.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pathlib
+import re
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+
+import jax  # noqa: E402
+
+from benchmarks import throughput  # noqa: E402
+from rir_jax import data, host_memory, ops  # noqa: E402
+
+# XLA's CPU runtime runs a step's operations on its intra-op pool, threads so named.
+RUNTIME_THREAD = "tf_XLAEigen"
+# Bookkeeping events of that runtime, not operations of the step.
+NOT_AN_OPERATION = re.compile(r"^(ThunkExecutor|ThreadpoolListener|end: )")
+CONV_PASSES = {"RirOnednnConvForward": "onednn convolution: forward",
+               "RirOnednnConvBackwardData": "onednn convolution: input gradient",
+               "RirOnednnConvBackwardWeights": "onednn convolution: weight gradient"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--model", default="resnet", help="resnet, rir, rir_paper, cnn")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--conv_impl", default="onednn", choices=["xla", "onednn"])
+  p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--steps", type=int, default=5, help="traced steps, after 3 untraced")
+  p.add_argument("--trace_dir", type=pathlib.Path, default=None,
+                 help="keep the trace here (TensorBoard's profile plugin reads it)")
+  p.add_argument("--system_malloc", action="store_true",
+                 help="leave malloc as it is (launch.py's --noreuse_host_memory)")
+  return p.parse_args(argv)
+
+
+def custom_call_targets(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> custom-call target, from a compiled module's text."""
+  pattern = re.compile(r"%?([\w.\-]+) = .*custom-call\(.*custom_call_target=\"(\w+)\"")
+  return {m.group(1): m.group(2) for m in map(pattern.search, hlo_text.splitlines()) if m}
+
+
+def operation_kind(name: str, targets: dict[str, str]) -> str:
+  """What an event of the trace ran: a convolution pass, or an XLA op kind."""
+  if name in targets:
+    return CONV_PASSES.get(targets[name], f"custom call {targets[name]}")
+  kind = re.sub(r"\.\d+$", "", name)
+  return "xla convolution" if kind.startswith("convolution") else kind
+
+
+def runtime_events(trace_dir: pathlib.Path) -> list[tuple[int, int, str, str]]:
+  """(start ns, end ns, thread, name) of every operation the runtime's threads ran."""
+  (path,) = trace_dir.glob("**/*.xplane.pb")
+  profile = jax.profiler.ProfileData.from_file(str(path))
+  return [(event.start_ns, event.start_ns + event.duration_ns, line.name, event.name)
+          for plane in profile.planes for line in plane.lines
+          if line.name.startswith(RUNTIME_THREAD)
+          for event in line.events if not NOT_AN_OPERATION.match(event.name)]
+
+
+def busy_threads(events) -> dict[str, float]:
+  """Nanoseconds during which 0, 1 or 2+ threads ran an operation, first to last event."""
+  edges = sorted([(start, 1) for start, _, _, _ in events] +
+                 [(end, -1) for _, end, _, _ in events])
+  spans, busy, previous = collections.Counter(), 0, None
+  for time_ns, change in edges:
+    if previous is not None:
+      spans[("0", "1", "2+")[min(busy, 2)]] += time_ns - previous
+    busy, previous = busy + change, time_ns
+  return spans
+
+
+def summarize(events, targets: dict[str, str], steps: int) -> tuple[list[dict], dict]:
+  per_kind = collections.defaultdict(lambda: [0, 0])  # kind -> [ns, count]
+  for start, end, _, name in events:
+    entry = per_kind[operation_kind(name, targets)]
+    entry[0] += end - start
+    entry[1] += 1
+  busy = busy_threads(events)
+  wall_ms = sum(busy.values()) / steps / 1e6
+  rows = [{"operation": kind, "ms_per_step": ns / steps / 1e6,
+           "calls_per_step": count / steps, "share_of_step": ns / steps / 1e6 / wall_ms}
+          for kind, (ns, count) in sorted(per_kind.items(), key=lambda kv: -kv[1][0])]
+  summary = {"step_ms": wall_ms,
+             "threads": len({thread for _, _, thread, _ in events}),
+             **{f"ms_with_{n}_threads_busy": busy.get(n, 0) / steps / 1e6
+                for n in ("0", "1", "2+")}}
+  return rows, summary
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  if not args.system_malloc:
+    host_memory.reuse_freed_memory()  # as launch.py does
+  if jax.default_backend() != "cpu":
+    print(f"error: profiles the CPU runtime; this backend is {jax.default_backend()}",
+          file=sys.stderr)
+    return 2
+  if args.conv_impl == "onednn" and not ops.onednn_usable()[0]:
+    print(f"error: oneDNN cannot run here: {ops.onednn_usable()[1]}", file=sys.stderr)
+    return 2
+  dataset = data.load_dataset("synthetic")
+  config = throughput.bench_config(args.model, args.batch, args.dtype, {}, args.conv_impl)
+  bench = throughput.JaxBench(config, dataset, eval_batch=args.batch)
+  for _ in range(3):
+    bench.step()
+  with tempfile.TemporaryDirectory() as scratch:
+    trace_dir = args.trace_dir or pathlib.Path(scratch)
+    with jax.profiler.trace(str(trace_dir)):
+      for _ in range(args.steps):
+        bench.step()
+    events = runtime_events(trace_dir)
+  targets = custom_call_targets(bench.trainer.compiled_step.as_text())
+  rows, summary = summarize(events, targets, args.steps)
+  for row in rows:
+    print(json.dumps(row))
+  print(json.dumps({"model": args.model, "dtype": args.dtype, "conv_impl": args.conv_impl,
+                    "batch": args.batch, "steps": args.steps, **summary}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
