@@ -8,7 +8,9 @@ time XLA's CPU runtime spent in each operation of the compiled step: the convolu
 (oneDNN's FFI calls by pass, or XLA's own), its fusions by kind (the instruction name
 without its number: 'add_maximum_fusion' is every fusion XLA named so), and the rest.
 Also how long 0, 1 or 2+ of the runtime's threads were busy, which shows how much of
-the step uses every core. Prints one JSON object per operation kind, then one summary.
+the step uses every core, and the minor page faults per step (memory the kernel maps in
+afresh each step: see rir_jax/host_memory.py, and --system_malloc to see them).
+Prints one JSON object per operation kind, then one summary.
 CPU only: other backends trace on the device, not in these threads.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import collections
 import json
 import pathlib
 import re
+import resource
 import sys
 import tempfile
 
@@ -29,10 +32,13 @@ import jax  # noqa: E402
 from benchmarks import throughput  # noqa: E402
 from rir_jax import data, host_memory, ops  # noqa: E402
 
-# XLA's CPU runtime runs a step's operations on its intra-op pool, threads so named.
-RUNTIME_THREAD = "tf_XLAEigen"
+# XLA's CPU runtime runs a step's operations on its intra-op pool, and the first of
+# them on the client thread that starts the execution: threads so named.
+RUNTIME_THREADS = ("tf_XLAEigen", "tf_XLAPjRtCpuClient")
 # Bookkeeping events of that runtime, not operations of the step.
-NOT_AN_OPERATION = re.compile(r"^(ThunkExecutor|ThreadpoolListener|end: )")
+NOT_AN_OPERATION = re.compile(r"^(ThunkExecutor|ThreadpoolListener|SlinkyThreadPool|end: )")
+# Annotates the traced steps that are summed, on the thread that runs them.
+STEP_MARK = "rir_jax_profiled_step"
 CONV_PASSES = {"RirOnednnConvForward": "onednn convolution: forward",
                "RirOnednnConvBackwardData": "onednn convolution: input gradient",
                "RirOnednnConvBackwardWeights": "onednn convolution: weight gradient"}
@@ -44,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--conv_impl", default="onednn", choices=["xla", "onednn"])
   p.add_argument("--batch", type=int, default=128)
-  p.add_argument("--steps", type=int, default=5, help="traced steps, after 3 untraced")
+  p.add_argument("--steps", type=int, default=5, help="steps summed, after 3 + steps untraced and 1 traced")
   p.add_argument("--trace_dir", type=pathlib.Path, default=None,
                  help="keep the trace here (TensorBoard's profile plugin reads it)")
   p.add_argument("--system_malloc", action="store_true",
@@ -67,13 +73,17 @@ def operation_kind(name: str, targets: dict[str, str]) -> str:
 
 
 def runtime_events(trace_dir: pathlib.Path) -> list[tuple[int, int, str, str]]:
-  """(start ns, end ns, thread, name) of every operation the runtime's threads ran."""
+  """(start ns, end ns, thread, name) of every operation the runtime's threads ran
+  while a STEP_MARK annotation was open."""
   (path,) = trace_dir.glob("**/*.xplane.pb")
-  profile = jax.profiler.ProfileData.from_file(str(path))
+  lines = [line for plane in jax.profiler.ProfileData.from_file(str(path)).planes
+           for line in plane.lines]
+  steps = [(event.start_ns, event.start_ns + event.duration_ns)
+           for line in lines for event in line.events if event.name == STEP_MARK]
   return [(event.start_ns, event.start_ns + event.duration_ns, line.name, event.name)
-          for plane in profile.planes for line in plane.lines
-          if line.name.startswith(RUNTIME_THREAD)
-          for event in line.events if not NOT_AN_OPERATION.match(event.name)]
+          for line in lines if line.name.startswith(RUNTIME_THREADS)
+          for event in line.events if not NOT_AN_OPERATION.match(event.name)
+          and any(start <= event.start_ns < end for start, end in steps)]
 
 
 def busy_threads(events) -> dict[str, float]:
@@ -106,6 +116,14 @@ def summarize(events, targets: dict[str, str], steps: int) -> tuple[list[dict], 
   return rows, summary
 
 
+def minor_page_faults_per_step(bench, steps: int) -> float:
+  """Pages the kernel had to map in per step, over untraced steps (4 KB each here)."""
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(steps):
+    bench.step()
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   if not args.system_malloc:
@@ -122,18 +140,22 @@ def main(argv=None) -> int:
   bench = throughput.JaxBench(config, dataset, eval_batch=args.batch)
   for _ in range(3):
     bench.step()
+  faults = minor_page_faults_per_step(bench, args.steps)
   with tempfile.TemporaryDirectory() as scratch:
     trace_dir = args.trace_dir or pathlib.Path(scratch)
     with jax.profiler.trace(str(trace_dir)):
+      bench.step()  # the trace misses the start of the first step after it starts
       for _ in range(args.steps):
-        bench.step()
+        with jax.profiler.TraceAnnotation(STEP_MARK):
+          bench.step()
     events = runtime_events(trace_dir)
   targets = custom_call_targets(bench.trainer.compiled_step.as_text())
   rows, summary = summarize(events, targets, args.steps)
   for row in rows:
     print(json.dumps(row))
   print(json.dumps({"model": args.model, "dtype": args.dtype, "conv_impl": args.conv_impl,
-                    "batch": args.batch, "steps": args.steps, **summary}))
+                    "batch": args.batch, "steps": args.steps, **summary,
+                    "minor_page_faults_per_step": faults}))
   return 0
 
 

@@ -22,6 +22,10 @@ def check_totals(rows: list[dict], summary: dict) -> None:
   assert spans == pytest.approx(summary["step_ms"])
   assert [row["ms_per_step"] for row in rows] == sorted(
       (row["ms_per_step"] for row in rows), reverse=True)
+  assert summary["minor_page_faults_per_step"] >= 0  # counted (tests/test_host_memory.py)
+  # Every step runs the same program: an operation seen a fractional number of times per
+  # step means events were lost (a thread not read, a step cut by the trace's start).
+  assert all(row["calls_per_step"] == int(row["calls_per_step"]) for row in rows), rows
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import throughput
+from benchmarks import throughput, throughput_table
 from rir_jax import data, ops
 from rir_jax.models import count_params, get_model
 
@@ -37,7 +37,8 @@ def check_row(row: dict, model: str, batch: int) -> None:
 def test_main_writes_one_json_line_without_torch(tmp_path):
   out = tmp_path / "throughput.jsonl"
   assert throughput.main(["--models=resnet", "--batch=16", "--steps=2", "--warmup=1",
-                          "--eval_batch=32", "--no_torch", "--out", str(out)]) == 0
+                          "--eval_batch=32", "--no_torch", "--system_malloc",
+                          "--out", str(out)]) == 0
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   # One row per convolution implementation that runs here.
   assert [row["conv_impl"] for row in rows] == sorted({"xla", ops.resolve("auto")}, reverse=True)
@@ -48,6 +49,12 @@ def test_main_writes_one_json_line_without_torch(tmp_path):
     check_row(row, "resnet", 16)
     assert row["torch_images_per_sec"] is None and row["ratio"] is None
     assert row["peak_dtype"] == "float32"
+  table = throughput_table.markdown(rows).splitlines()
+  assert len(table) == 2 + len(rows)
+  assert table[2].startswith("| ResNet-20 (`resnet`, ")  # the model named once, in full
+  assert table[-1].startswith("| ResNet-20 | float32 | 16 | ")
+  assert all(line.count("|") == len(throughput_table.HEADER) + 1 for line in table)
+  assert "| n/a | n/a |" in table[2]  # no PyTorch: no speed, no ratio
 
 
 @pytest.mark.slow
