@@ -7,10 +7,13 @@ Traces `--steps` steps of the step that benchmarks/throughput.py times, then sum
 time XLA's CPU runtime spent in each operation of the compiled step: the convolutions
 (oneDNN's FFI calls by pass, or XLA's own), its fusions by kind (the instruction name
 without its number: 'add_maximum_fusion' is every fusion XLA named so), and the rest.
-Also how long 0, 1 or 2+ of the runtime's threads were busy, which shows how much of
-the step uses every core, and the minor page faults per step (memory the kernel maps in
-afresh each step: see rir_jax/host_memory.py, and --system_malloc to see them).
-Prints one JSON object per operation kind, then one summary.
+A fusion that XLA splits over several threads shows as one event on the thread that
+started it, so its time is wall time, not CPU time. The summary also times as many
+untraced steps: wall time, the cores they kept busy (process CPU time over wall time;
+threads that spin while waiting count as busy), the share of that CPU time spent in
+the kernel, and the minor page faults per step (memory mapped in afresh each step: see
+rir_jax/host_memory.py, and --system_malloc to see them). Prints one JSON object per
+operation kind, then the summary.
 CPU only: other backends trace on the device, not in these threads.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import resource
 import sys
 import tempfile
+import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
@@ -72,56 +76,48 @@ def operation_kind(name: str, targets: dict[str, str]) -> str:
   return "xla convolution" if kind.startswith("convolution") else kind
 
 
-def runtime_events(trace_dir: pathlib.Path) -> list[tuple[int, int, str, str]]:
+def runtime_events(trace_dir: pathlib.Path) -> tuple[list, list[tuple[int, int]]]:
   """(start ns, end ns, thread, name) of every operation the runtime's threads ran
-  while a STEP_MARK annotation was open."""
+  while a STEP_MARK annotation was open, and those annotations' (start ns, end ns)."""
   (path,) = trace_dir.glob("**/*.xplane.pb")
   lines = [line for plane in jax.profiler.ProfileData.from_file(str(path)).planes
            for line in plane.lines]
   steps = [(event.start_ns, event.start_ns + event.duration_ns)
            for line in lines for event in line.events if event.name == STEP_MARK]
-  return [(event.start_ns, event.start_ns + event.duration_ns, line.name, event.name)
-          for line in lines if line.name.startswith(RUNTIME_THREADS)
-          for event in line.events if not NOT_AN_OPERATION.match(event.name)
-          and any(start <= event.start_ns < end for start, end in steps)]
+  events = [(event.start_ns, event.start_ns + event.duration_ns, line.name, event.name)
+            for line in lines if line.name.startswith(RUNTIME_THREADS)
+            for event in line.events if not NOT_AN_OPERATION.match(event.name)
+            and any(start <= event.start_ns < end for start, end in steps)]
+  return events, steps
 
 
-def busy_threads(events) -> dict[str, float]:
-  """Nanoseconds during which 0, 1 or 2+ threads ran an operation, first to last event."""
-  edges = sorted([(start, 1) for start, _, _, _ in events] +
-                 [(end, -1) for _, end, _, _ in events])
-  spans, busy, previous = collections.Counter(), 0, None
-  for time_ns, change in edges:
-    if previous is not None:
-      spans[("0", "1", "2+")[min(busy, 2)]] += time_ns - previous
-    busy, previous = busy + change, time_ns
-  return spans
-
-
-def summarize(events, targets: dict[str, str], steps: int) -> tuple[list[dict], dict]:
+def summarize(events, targets: dict[str, str], steps: list[tuple[int, int]]
+              ) -> tuple[list[dict], dict]:
   per_kind = collections.defaultdict(lambda: [0, 0])  # kind -> [ns, count]
   for start, end, _, name in events:
     entry = per_kind[operation_kind(name, targets)]
     entry[0] += end - start
     entry[1] += 1
-  busy = busy_threads(events)
-  wall_ms = sum(busy.values()) / steps / 1e6
-  rows = [{"operation": kind, "ms_per_step": ns / steps / 1e6,
-           "calls_per_step": count / steps, "share_of_step": ns / steps / 1e6 / wall_ms}
+  step_ns = sum(end - start for start, end in steps) / len(steps)
+  rows = [{"operation": kind, "ms_per_step": ns / len(steps) / 1e6,
+           "calls_per_step": count / len(steps), "share_of_step": ns / len(steps) / step_ns}
           for kind, (ns, count) in sorted(per_kind.items(), key=lambda kv: -kv[1][0])]
-  summary = {"step_ms": wall_ms,
-             "threads": len({thread for _, _, thread, _ in events}),
-             **{f"ms_with_{n}_threads_busy": busy.get(n, 0) / steps / 1e6
-                for n in ("0", "1", "2+")}}
+  summary = {"step_ms": step_ns / 1e6,
+             "threads": len({thread for _, _, thread, _ in events})}
   return rows, summary
 
 
-def minor_page_faults_per_step(bench, steps: int) -> float:
-  """Pages the kernel had to map in per step, over untraced steps (4 KB each here)."""
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def untraced_costs(bench, steps: int) -> dict:
+  """Wall time, cores kept busy, kernel share and page faults of untraced steps."""
+  before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
   for _ in range(steps):
     bench.step()
-  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+  after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - start
+  user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+  return {"untraced_step_ms": wall / steps * 1e3,
+          "cores_busy": (user + system) / wall,
+          "kernel_share_of_cpu_time": system / max(user + system, 1e-9),
+          "minor_page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps}
 
 
 def main(argv=None) -> int:
@@ -140,7 +136,7 @@ def main(argv=None) -> int:
   bench = throughput.JaxBench(config, dataset, eval_batch=args.batch)
   for _ in range(3):
     bench.step()
-  faults = minor_page_faults_per_step(bench, args.steps)
+  costs = untraced_costs(bench, args.steps)
   with tempfile.TemporaryDirectory() as scratch:
     trace_dir = args.trace_dir or pathlib.Path(scratch)
     with jax.profiler.trace(str(trace_dir)):
@@ -148,14 +144,13 @@ def main(argv=None) -> int:
       for _ in range(args.steps):
         with jax.profiler.TraceAnnotation(STEP_MARK):
           bench.step()
-    events = runtime_events(trace_dir)
+    events, steps = runtime_events(trace_dir)
   targets = custom_call_targets(bench.trainer.compiled_step.as_text())
-  rows, summary = summarize(events, targets, args.steps)
+  rows, summary = summarize(events, targets, steps)
   for row in rows:
     print(json.dumps(row))
   print(json.dumps({"model": args.model, "dtype": args.dtype, "conv_impl": args.conv_impl,
-                    "batch": args.batch, "steps": args.steps, **summary,
-                    "minor_page_faults_per_step": faults}))
+                    "batch": args.batch, "steps": args.steps, **summary, **costs}))
   return 0
 
 
