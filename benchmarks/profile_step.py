@@ -3,8 +3,8 @@
   python benchmarks/profile_step.py                     # resnet, float32, batch 128, oneDNN
   python benchmarks/profile_step.py --model=rir --dtype=bfloat16 --conv_impl=xla
 
-Traces `--steps` steps of the step that benchmarks/throughput.py times, then sums the
-time XLA's CPU runtime spent in each operation of the compiled step: the convolutions
+After warm-up, traces `--steps` steps of the step that benchmarks/throughput.py times,
+then sums the time XLA's CPU runtime spent in each operation of the step: the convolutions
 (oneDNN's FFI calls by pass, or XLA's own), its fusions by kind (the instruction name
 without its number: 'add_maximum_fusion' is every fusion XLA named so), and the rest.
 A fusion that XLA splits over several threads shows as one event on the thread that
@@ -41,6 +41,9 @@ from rir_jax import data, host_memory, ops  # noqa: E402
 RUNTIME_THREADS = ("tf_XLAEigen", "tf_XLAPjRtCpuClient")
 # Bookkeeping events of that runtime, not operations of the step.
 NOT_AN_OPERATION = re.compile(r"^(ThunkExecutor|ThreadpoolListener|SlinkyThreadPool|end: )")
+# Compiles, then lets the heap settle: with freed memory kept, the first ~6 steps still
+# fault in fresh pages now and then while glibc's heap finds its layout.
+WARMUP_STEPS = 10
 # Annotates the traced steps that are summed, on the thread that runs them.
 STEP_MARK = "rir_jax_profiled_step"
 CONV_PASSES = {"RirOnednnConvForward": "onednn convolution: forward",
@@ -54,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--conv_impl", default="onednn", choices=["xla", "onednn"])
   p.add_argument("--batch", type=int, default=128)
-  p.add_argument("--steps", type=int, default=5, help="steps summed, after 3 + steps untraced and 1 traced")
+  p.add_argument("--steps", type=int, default=5,
+                 help="steps timed untraced, then summed from the trace")
   p.add_argument("--trace_dir", type=pathlib.Path, default=None,
                  help="keep the trace here (TensorBoard's profile plugin reads it)")
   p.add_argument("--system_malloc", action="store_true",
@@ -134,7 +138,7 @@ def main(argv=None) -> int:
   dataset = data.load_dataset("synthetic")
   config = throughput.bench_config(args.model, args.batch, args.dtype, {}, args.conv_impl)
   bench = throughput.JaxBench(config, dataset, eval_batch=args.batch)
-  for _ in range(3):
+  for _ in range(WARMUP_STEPS):
     bench.step()
   costs = untraced_costs(bench, args.steps)
   with tempfile.TemporaryDirectory() as scratch:
