@@ -12,8 +12,8 @@ started it, so its time is wall time, not CPU time. The summary also times as ma
 untraced steps: wall time, the cores they kept busy (process CPU time over wall time;
 threads that spin while waiting count as busy), the share of that CPU time spent in
 the kernel, and the minor page faults per step (memory mapped in afresh each step: see
-rir_jax/host_memory.py, and --system_malloc to see them). Prints one JSON object per
-operation kind, then the summary.
+rir_jax/host_memory.py, and --system_malloc to see them), and the peak resident memory.
+Prints one JSON object per operation kind, then the summary.
 CPU only: other backends trace on the device, not in these threads.
 """
 from __future__ import annotations
@@ -41,9 +41,10 @@ from rir_jax import data, host_memory, ops  # noqa: E402
 RUNTIME_THREADS = ("tf_XLAEigen", "tf_XLAPjRtCpuClient")
 # Bookkeeping events of that runtime, not operations of the step.
 NOT_AN_OPERATION = re.compile(r"^(ThunkExecutor|ThreadpoolListener|SlinkyThreadPool|end: )")
-# Compiles, then lets the heap settle: with freed memory kept, the first ~6 steps still
-# fault in fresh pages now and then while glibc's heap finds its layout.
-WARMUP_STEPS = 10
+# Compiles, then lets the heap settle: with freed memory kept, a step still faults in a
+# fresh scratch now and then in the first ~20 steps, when a long-lived allocation has
+# landed in the freed one and the heap grows past it.
+WARMUP_STEPS = 30
 # Annotates the traced steps that are summed, on the thread that runs them.
 STEP_MARK = "rir_jax_profiled_step"
 CONV_PASSES = {"RirOnednnConvForward": "onednn convolution: forward",
@@ -112,7 +113,8 @@ def summarize(events, targets: dict[str, str], steps: list[tuple[int, int]]
 
 
 def untraced_costs(bench, steps: int) -> dict:
-  """Wall time, cores kept busy, kernel share and page faults of untraced steps."""
+  """Wall time, cores kept busy, kernel share and page faults of untraced steps, and the
+  process's peak resident memory so far."""
   before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
   for _ in range(steps):
     bench.step()
@@ -121,7 +123,8 @@ def untraced_costs(bench, steps: int) -> dict:
   return {"untraced_step_ms": wall / steps * 1e3,
           "cores_busy": (user + system) / wall,
           "kernel_share_of_cpu_time": system / max(user + system, 1e-9),
-          "minor_page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps}
+          "minor_page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+          "peak_resident_mb": after.ru_maxrss / 1024}  # Linux counts it in KB
 
 
 def main(argv=None) -> int:
@@ -153,8 +156,12 @@ def main(argv=None) -> int:
   rows, summary = summarize(events, targets, steps)
   for row in rows:
     print(json.dumps(row))
+  # Above 1, the trace itself slowed the steps it saw: its own long-lived allocations
+  # can land in the freed scratch and make the heap grow, i.e. fault, again.
+  traced_over_untraced = summary["step_ms"] / costs["untraced_step_ms"]
   print(json.dumps({"model": args.model, "dtype": args.dtype, "conv_impl": args.conv_impl,
-                    "batch": args.batch, "steps": args.steps, **summary, **costs}))
+                    "batch": args.batch, "steps": args.steps, **summary, **costs,
+                    "traced_over_untraced": traced_over_untraced}))
   return 0
 
 

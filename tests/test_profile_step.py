@@ -21,6 +21,9 @@ def check_totals(rows: list[dict], summary: dict) -> None:
   assert busy <= summary["step_ms"] * summary["threads"] * 1.01
   assert sum(row["share_of_step"] for row in rows) == pytest.approx(busy / summary["step_ms"])
   assert summary["untraced_step_ms"] > 0
+  assert summary["traced_over_untraced"] == pytest.approx(
+      summary["step_ms"] / summary["untraced_step_ms"])
+  assert summary["peak_resident_mb"] > 0
   assert 0 < summary["cores_busy"] <= os.cpu_count() * 1.05
   assert 0 <= summary["kernel_share_of_cpu_time"] <= 1
   assert [row["ms_per_step"] for row in rows] == sorted(
