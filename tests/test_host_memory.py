@@ -21,7 +21,7 @@ from benchmarks import throughput
 from rir_jax import data
 config = throughput.bench_config("resnet", 64, "float32", {"depth": 8}, "xla")
 bench = throughput.JaxBench(config, data.load_dataset("synthetic"), eval_batch=64)
-for _ in range(8):  # compiles; glibc's heap settles within the first few steps
+for _ in range(8):  # compiles; the median below skips a step where the heap still grows
   bench.step()
 faults = []
 for _ in range(5):
