@@ -49,9 +49,8 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     def conv_bn_relu(x, features, strides=1):
       x = layers.conv(features, 3, strides, dtype=self.dtype, conv_impl=self.conv_impl)(x)
-      x = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                            dtype=self.dtype)(x)
-      return nn.relu(x)
+      return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                               dtype=self.dtype, relu=True)(x)
 
     x = conv_bn_relu(x, self.widths[0])
     for stage, width in enumerate(self.widths):

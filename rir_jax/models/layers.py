@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from rir_jax import ops
+from rir_jax.models.batch_norm import BatchNorm
 
 Dtype = Any
 CONV_IMPLS = ops.IMPLS
@@ -51,10 +52,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int, dtype: Dtype,
 
 
 def batch_norm(train: bool, *, momentum: float, epsilon: float, dtype: Dtype,
-               name: str | None = None) -> nn.BatchNorm:
-  """Batch norm on batch statistics in training, running averages in evaluation."""
-  return nn.BatchNorm(use_running_average=not train, momentum=momentum,
-                      epsilon=epsilon, dtype=dtype, name=name)
+               relu: bool = False, name: str | None = None) -> BatchNorm:
+  """Batch norm on batch statistics in training, running averages in evaluation;
+  then ReLU if `relu`, in the same passes over memory (rir_jax.models.batch_norm)."""
+  return BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                   dtype=dtype, relu=relu, name=name)
 
 
 def zero_pad(x: jax.Array, features: int, strides: int) -> jax.Array:

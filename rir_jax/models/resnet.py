@@ -28,8 +28,8 @@ class PreActBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     def bn_relu(y):
-      return nn.relu(layers.batch_norm(train, momentum=self.bn_momentum,
-                                       epsilon=self.bn_epsilon, dtype=self.dtype)(y))
+      return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                               dtype=self.dtype, relu=True)(y)
 
     y = bn_relu(x)
     residual = layers.shortcut(x, self.features, self.strides, self.shortcut,
@@ -89,5 +89,5 @@ class ResNet(nn.Module):
                         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)(
                             x, train=train)
     x = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype)(x)
-    return layers.classifier_logits(nn.relu(x), self.num_classes, self.dtype)
+                          dtype=self.dtype, relu=True)(x)
+    return layers.classifier_logits(x, self.num_classes, self.dtype)

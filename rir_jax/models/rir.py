@@ -80,8 +80,8 @@ class GeneralizedResidualBlock(nn.Module):
       r_out += layers.shortcut(r, self.features, self.strides, self.shortcut,
                                dtype=self.dtype, conv_impl=self.conv_impl)
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype)
-    return nn.relu(norm(name='bn_r')(r_out)), nn.relu(norm(name='bn_t')(t_out))
+                             epsilon=self.bn_epsilon, dtype=self.dtype, relu=True)
+    return norm(name='bn_r')(r_out), norm(name='bn_t')(t_out)
 
 
 class RiRBlock(nn.Module):
@@ -169,7 +169,7 @@ class RiR(nn.Module):
     def stem(stream):
       y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
                       name=f'stem_conv_{stream}')(x)
-      return nn.relu(norm(name=f'stem_bn_{stream}')(y))
+      return norm(name=f'stem_bn_{stream}', relu=True)(y)
 
     r, t = stem('r'), stem('t')
     for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks_per_stage)):

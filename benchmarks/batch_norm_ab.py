@@ -1,0 +1,82 @@
+"""The models' batch norm (rir_jax.models.batch_norm) against flax's, in one process.
+
+  python benchmarks/batch_norm_ab.py                        # resnet,rir; f32,bf16; oneDNN
+  python benchmarks/batch_norm_ab.py --models=resnet --dtype=bfloat16 --conv_impl=xla
+
+Builds each model's training step twice, the second time with every batch norm
+replaced by `flax.linen.BatchNorm` followed by `nn.relu` (BatchNorm below, the
+same function), and times the two steps in alternating blocks on one synthetic batch,
+as benchmarks/throughput.py times JAX against PyTorch. Prints one JSON object per
+(model, dtype): milliseconds per step of each, and flax's over ours (the speed-up).
+Runs on any backend, so an accelerator can check that the hand-written backward pass
+does not cost it anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from unittest import mock
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+
+from benchmarks import throughput  # noqa: E402
+from rir_jax import data, host_memory, ops  # noqa: E402
+from rir_jax.models import layers  # noqa: E402
+
+
+class BatchNorm(nn.BatchNorm):
+  """flax.linen.BatchNorm, then ReLU if `relu`: what the models used before, with
+  rir_jax.models.batch_norm.BatchNorm's constructor and variables. Same class name
+  too: flax names unnamed modules after their class (BatchNorm_0), so one variable
+  tree fits both."""
+  relu: bool = False
+
+  def __call__(self, x):  # noqa: D102
+    y = super().__call__(x)
+    return nn.relu(y) if self.relu else y
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default="resnet,rir")
+  p.add_argument("--dtype", default="float32,bfloat16")
+  p.add_argument("--conv_impl", default="auto", choices=ops.IMPLS)
+  p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--steps", type=int, default=60, help="timed steps of each")
+  p.add_argument("--warmup", type=int, default=30,
+                 help="untimed steps of each first (compile, and the heap settling)")
+  return p.parse_args(argv)
+
+
+def compare(model: str, dtype: str, args: argparse.Namespace, dataset) -> dict:
+  config = throughput.bench_config(model, args.batch, dtype, {}, args.conv_impl)
+  ours = throughput.JaxBench(config, dataset, eval_batch=args.batch)
+  with mock.patch.object(layers, "BatchNorm", BatchNorm):
+    flax_bn = throughput.JaxBench(config, dataset, eval_batch=args.batch)
+  seconds = throughput.time_interleaved({"ours": ours.step, "flax": flax_bn.step},
+                                        args.steps, args.warmup)
+  return {"model": model, "dtype": dtype, "batch": args.batch,
+          "conv_impl": ops.resolve(args.conv_impl),
+          "ours_step_ms": seconds["ours"] * 1e3, "flax_step_ms": seconds["flax"] * 1e3,
+          "speedup": seconds["flax"] / seconds["ours"], "steps": args.steps,
+          "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__}
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  host_memory.reuse_freed_memory()  # as launch.py does
+  dataset = data.load_dataset("synthetic")
+  for model in args.models.split(","):
+    for dtype in args.dtype.split(","):
+      print(json.dumps(compare(model, dtype, args, dataset)), flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
