@@ -176,15 +176,22 @@ def test_prefetched_batches_are_the_batches_of_their_steps(synthetic):
     {"name": "rir", "widths": (4, 8), "blocks_per_stage": (1, 1)},
 ])
 def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
-  """The oneDNN convolutions, sharded over the batch, train as XLA's do (bf16 too)."""
+  """The oneDNN convolutions, sharded over the batch, train as XLA's do (bf16 too).
+
+  One step: forward, backward, update and batch statistics, within ~1e-7 in f32. Later
+  steps can jump apart (ResNet-8, XLA on 1 device against oneDNN on 8: step 1 within
+  0.01 of the tolerance, step 2 at 20 times it; with flax's batch norm, XLA on 8 devices
+  jumped from XLA on 1 likewise within 3 steps): a jump, not a drift, as when a ReLU
+  input within rounding of zero goes one way in one run and the other in the other.
+  """
   if not ops.onednn.is_available()[0]:
     pytest.skip(f"oneDNN unavailable: {ops.onednn.is_available()[1]}")
   for dtype, tol in (("float32", 1e-5), ("bfloat16", 2e-2)):
     config = tiny_config(model=ml_collections.ConfigDict(model), dtype=dtype,
                          conv_impl="xla")
-    xla, mx = run_steps(config, synthetic, parallel.make_mesh(jax.devices()[:1]), 3)
+    xla, mx = run_steps(config, synthetic, parallel.make_mesh(jax.devices()[:1]), 1)
     config.conv_impl = "onednn"
-    onednn, mo = run_steps(config, synthetic, parallel.make_mesh(), 3)
+    onednn, mo = run_steps(config, synthetic, parallel.make_mesh(), 1)
     x = jnp.zeros((2, 32, 32, 3), getattr(jnp, dtype))
     variables = jax.device_get(xla)
     hlo = jax.jit(lambda x: loop.make_model(config, 10).apply(
@@ -193,8 +200,10 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
     assert hlo.count("RirOnednnConvForward") >= 3  # every convolution, not just some
     assert "convolution" not in hlo
     np.testing.assert_allclose(mx["loss"], mo["loss"], rtol=tol)
-    for a, b in zip(jax.tree.leaves(xla), jax.tree.leaves(onednn)):
-      np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(xla)[0],
+                            jax.tree.leaves(onednn)):
+      np.testing.assert_allclose(a, b, rtol=tol, atol=tol,
+                                 err_msg=f"{dtype} {jax.tree_util.keystr(path)}")
 
 
 def test_conv_impl_onednn_where_it_cannot_run_is_a_config_error(monkeypatch):

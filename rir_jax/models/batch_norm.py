@@ -1,14 +1,16 @@
 """Batch norm with an optional ReLU, differentiated by hand in few passes over memory.
 
 `flax.linen.BatchNorm` followed by `nn.relu` computes the same function, but JAX's
-autodiff of it leaves XLA a dozen passes over each activation per step: two sums in the
-forward pass, a subtraction, the scale and shift, the ReLU's mask, and three sums plus
-several elementwise products in the backward pass, each a separate fusion on the CPU,
-and in bfloat16 conversions to and from float32 between them. Here the forward pass
-is one pass for the statistics and one for y = relu(x * a + b) with per-channel a and
-b; the backward pass is one pass for its two sums and one for dx, recomputing the
-ReLU's mask from x instead of storing it. Statistics and arithmetic stay float32
-whatever the activations' dtype. benchmarks/PERFORMANCE.md measures what this saves.
+autodiff of it leaves XLA about a dozen passes over each activation per step: two sums
+in the forward pass, a subtraction, the scale and shift, the ReLU's mask, and three sums
+plus several elementwise products in the backward pass, and in bfloat16 conversions to
+and from float32 between them. Here the forward pass takes the two sums of x and x^2,
+then y = relu(x * a + b) with per-channel a and b; the backward pass takes the two sums
+of g and g * x (g the incoming gradient under the ReLU's mask, recomputed from x
+instead of stored), then dx = g * a + x * slope + offset, no pass writing x - mean.
+Statistics and arithmetic stay float32 whatever the activations' dtype.
+benchmarks/PERFORMANCE.md (section 6) measures what this saves, and what XLA still
+runs as separate passes.
 
 `BatchNorm` keeps flax's variable names and semantics (params 'scale' and 'bias',
 batch_stats 'mean' and 'var', the biased batch variance in the running average), so
@@ -43,7 +45,7 @@ def _normalize_forward(x, scale, bias, epsilon, relu, dtype):
   xf = x.astype(_F32)
   axes, n = _reduced_axes(x), _count(x)
   mean = jnp.sum(xf, axes) / n
-  # E[x^2] - E[x]^2 as flax's default (use_fast_variance): both sums in one pass.
+  # E[x^2] - E[x]^2, flax's default (use_fast_variance): both sums read x alone.
   var = jnp.maximum(jnp.sum(xf * xf, axes) / n - mean * mean, 0.0)
   inv_std = jax.lax.rsqrt(var + epsilon)
   a = scale * inv_std
