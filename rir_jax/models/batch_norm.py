@@ -10,7 +10,9 @@ of g and g * x (g the incoming gradient under the ReLU's mask, recomputed from x
 instead of stored), then dx = g * a + x * slope + offset, no pass writing x - mean.
 Statistics and arithmetic stay float32 whatever the activations' dtype.
 benchmarks/PERFORMANCE.md (section 6) measures what this saves, and what XLA still
-runs as separate passes.
+runs as separate passes; on a CPU with the project's kernel library, the two pairs of
+sums run on kernels of their own instead, which read x (and g) once in their own dtype
+(rir_jax.ops.batch_norm_kernels, section 7).
 
 `BatchNorm` keeps flax's variable names and semantics (params 'scale' and 'bias',
 batch_stats 'mean' and 'var', the biased batch variance in the running average), so
@@ -24,6 +26,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from rir_jax import ops
+from rir_jax.ops import batch_norm_kernels
 
 _F32 = jnp.float32
 
@@ -41,58 +46,79 @@ def _apply(x: jax.Array, a: jax.Array, b: jax.Array, relu: bool, dtype: Any) -> 
   return (jnp.maximum(y, 0) if relu else y).astype(dtype)
 
 
-def _normalize_forward(x, scale, bias, epsilon, relu, dtype):
+def _sums(x: jax.Array, kernels: bool) -> tuple[jax.Array, jax.Array]:
+  """Per channel: sum of x and of x^2, in f32."""
+  if kernels:
+    sums = batch_norm_kernels.stats(x)
+    return sums[0], sums[1]
   xf = x.astype(_F32)
-  axes, n = _reduced_axes(x), _count(x)
-  mean = jnp.sum(xf, axes) / n
+  return jnp.sum(xf, _reduced_axes(x)), jnp.sum(xf * xf, _reduced_axes(x))
+
+
+def _masked(x, dy, a, b, relu):
+  """dy where the forward pass's ReLU let x through (recomputed as it was computed)."""
+  grad = dy.astype(_F32)
+  return jnp.where(x.astype(_F32) * a + b > 0, grad, 0.0) if relu else grad
+
+
+def _grad_sums(x, dy, a, b, relu, kernels):
+  """Per channel: sum of g and of g * x, g the masked gradient, in f32."""
+  if kernels:
+    sums = batch_norm_kernels.grad_sums(x, dy, a, b, relu)
+    return sums[0], sums[1]
+  grad = _masked(x, dy, a, b, relu)
+  return jnp.sum(grad, _reduced_axes(x)), jnp.sum(grad * x.astype(_F32), _reduced_axes(x))
+
+
+def _normalize_forward(x, scale, bias, epsilon, relu, dtype, kernels):
+  n = _count(x)
+  sum_x, sum_xx = _sums(x, kernels)
+  mean = sum_x / n
   # E[x^2] - E[x]^2, flax's default (use_fast_variance): both sums read x alone.
-  var = jnp.maximum(jnp.sum(xf * xf, axes) / n - mean * mean, 0.0)
+  var = jnp.maximum(sum_xx / n - mean * mean, 0.0)
   inv_std = jax.lax.rsqrt(var + epsilon)
   a = scale * inv_std
   b = bias - mean * a
   return (_apply(x, a, b, relu, dtype), mean, var), (x, scale, mean, inv_std, a, b)
 
 
-def _normalize_backward(epsilon, relu, dtype, residuals, cotangents):
+def _normalize_backward(epsilon, relu, dtype, kernels, residuals, cotangents):
   del epsilon, dtype
   x, scale, mean, inv_std, a, b = residuals
   dy = cotangents[0]  # the statistics' cotangents are zero: see batch_norm_train
-  axes, n = _reduced_axes(x), _count(x)
-  xf = x.astype(_F32)
-  grad = dy.astype(_F32)
-  if relu:  # the forward pass's mask, recomputed as it was computed
-    grad = jnp.where(xf * a + b > 0, grad, 0.0)
-  grad_bias = jnp.sum(grad, axes)
+  n = _count(x)
+  grad_bias, sum_grad_x = _grad_sums(x, dy, a, b, relu, kernels)
   # sum of grad * x_hat, from sum(grad * x): no pass writes x - mean. Its cancellation is
   # that of the forward pass's E[x^2] - E[x]^2, flax's default too.
-  grad_scale = inv_std * (jnp.sum(grad * xf, axes) - mean * grad_bias)
+  grad_scale = inv_std * (sum_grad_x - mean * grad_bias)
   # dx = a * (grad - mean(grad) - x_hat * mean(grad * x_hat)), written per channel as
   # grad * a + x * slope + offset so that it is one elementwise pass.
   slope = -scale * inv_std * inv_std * grad_scale / n
   offset = -a * grad_bias / n - mean * slope
-  dx = (grad * a + xf * slope + offset).astype(x.dtype)
+  dx = (_masked(x, dy, a, b, relu) * a + x.astype(_F32) * slope + offset).astype(x.dtype)
   return dx, grad_scale, grad_bias
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _normalize(x, scale, bias, epsilon, relu, dtype):
-  return _normalize_forward(x, scale, bias, epsilon, relu, dtype)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _normalize(x, scale, bias, epsilon, relu, dtype, kernels):
+  return _normalize_forward(x, scale, bias, epsilon, relu, dtype, kernels)[0]
 
 
 _normalize.defvjp(_normalize_forward, _normalize_backward)
 
 
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, *,
-                     epsilon: float, relu: bool = False, dtype: Any = None
-                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+                     epsilon: float, relu: bool = False, dtype: Any = None,
+                     kernels: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Training-mode batch norm over every axis but the last, then ReLU if `relu`.
 
   Returns (y in `dtype`, else x's; batch mean; biased batch variance), the statistics
   float32 and outside the gradient: they feed the running averages, not the loss, and the
-  hand-written backward pass counts on that.
+  hand-written backward pass counts on that. `kernels` takes the sums on the CPU
+  kernels of rir_jax.ops.batch_norm_kernels (where `batch_norm_kernels.applies`).
   """
   y, mean, var = _normalize(x, scale.astype(_F32), bias.astype(_F32), epsilon, relu,
-                            jnp.dtype(dtype or x.dtype))
+                            jnp.dtype(dtype or x.dtype), kernels)
   return y, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
 
 
@@ -102,13 +128,22 @@ class BatchNorm(nn.Module):
   Training (`use_running_average=False`) normalises with the batch's statistics and,
   except while initialising, moves the running averages towards them:
   average = momentum * average + (1 - momentum) * batch value. Evaluation uses the
-  running averages. The output has `dtype` (x's dtype if None).
+  running averages. The output has `dtype` (x's dtype if None). `impl` is the models'
+  `conv_impl`: where it runs on oneDNN ('onednn', or 'auto' on a CPU with the library),
+  the sums run on the same library's batch-norm kernels
+  (rir_jax.ops.batch_norm_kernels) unless `kernel_sums` is False; the function
+  computed is the same. Turn them off where x is a sum of terms that nothing else
+  needs summed (RiR's streams): XLA adds the terms inside its own reductions, a
+  kernel needs the sum written out first, and that costs more than it saves
+  (benchmarks/PERFORMANCE.md, section 7).
   """
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-5
   dtype: Any = None
   relu: bool = False
+  impl: str = 'xla'
+  kernel_sums: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -121,8 +156,11 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       a = scale * jax.lax.rsqrt(average_var.value + self.epsilon)
       return _apply(x, a, bias - average_mean.value * a, self.relu, dtype)
+    kernels = (self.kernel_sums and ops.resolve(self.impl) == 'onednn'
+               and batch_norm_kernels.applies(x)
+               and jnp.dtype(dtype) in batch_norm_kernels.DTYPES)  # dy's dtype
     y, mean, var = batch_norm_train(x, scale, bias, epsilon=self.epsilon, relu=self.relu,
-                                    dtype=dtype)
+                                    dtype=dtype, kernels=kernels)
     if not self.is_initializing():
       average_mean.value = self.momentum * average_mean.value + (1 - self.momentum) * mean
       average_var.value = self.momentum * average_var.value + (1 - self.momentum) * var

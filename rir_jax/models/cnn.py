@@ -27,7 +27,8 @@ class CNN(nn.Module):
     convs_per_stage: 3x3 conv-BN-ReLU layers per stage.
     downsample: 'conv' or 'max_pool', how stages after the first halve resolution.
     dtype: compute dtype; parameters stay float32.
-    conv_impl: convolution kernels, 'xla', 'onednn' or 'auto' (rir_jax.ops).
+    conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
+      and of batch norm's passes (CPU library where oneDNN runs).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """
@@ -50,7 +51,7 @@ class CNN(nn.Module):
     def conv_bn_relu(x, features, strides=1):
       x = layers.conv(features, 3, strides, dtype=self.dtype, conv_impl=self.conv_impl)(x)
       return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, relu=True)(x)
+                               dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(x)
 
     x = conv_bn_relu(x, self.widths[0])
     for stage, width in enumerate(self.widths):

@@ -52,11 +52,15 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int, dtype: Dtype,
 
 
 def batch_norm(train: bool, *, momentum: float, epsilon: float, dtype: Dtype,
-               relu: bool = False, name: str | None = None) -> BatchNorm:
+               conv_impl: str, relu: bool = False, kernel_sums: bool = True,
+               name: str | None = None) -> BatchNorm:
   """Batch norm on batch statistics in training, running averages in evaluation;
-  then ReLU if `relu`, in the same passes over memory (rir_jax.models.batch_norm)."""
+  then ReLU if `relu`, in the same passes over memory (rir_jax.models.batch_norm).
+  Where `conv_impl` runs on the CPU kernel library, so do its sums, if `kernel_sums`
+  (see BatchNorm)."""
   return BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
-                   dtype=dtype, relu=relu, name=name)
+                   dtype=dtype, relu=relu, impl=conv_impl, kernel_sums=kernel_sums,
+                   name=name)
 
 
 def zero_pad(x: jax.Array, features: int, strides: int) -> jax.Array:

@@ -29,7 +29,7 @@ class PreActBlock(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     def bn_relu(y):
       return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, relu=True)(y)
+                               dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(y)
 
     y = bn_relu(x)
     residual = layers.shortcut(x, self.features, self.strides, self.shortcut,
@@ -55,7 +55,8 @@ class ResNet(nn.Module):
     width: channel multiplier k.
     shortcut: 'zero_pad' (option A, default) or 'projection' where the shape changes.
     dtype: compute dtype; parameters stay float32.
-    conv_impl: convolution kernels, 'xla', 'onednn' or 'auto' (rir_jax.ops).
+    conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
+      and of batch norm's passes (CPU library where oneDNN runs).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """
@@ -89,5 +90,5 @@ class ResNet(nn.Module):
                         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)(
                             x, train=train)
     x = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype, relu=True)(x)
+                          dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(x)
     return layers.classifier_logits(x, self.num_classes, self.dtype)

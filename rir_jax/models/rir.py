@@ -79,8 +79,11 @@ class GeneralizedResidualBlock(nn.Module):
     if not (identity and self.single_conv):  # else it is inside the kernel already
       r_out += layers.shortcut(r, self.features, self.strides, self.shortcut,
                                dtype=self.dtype, conv_impl=self.conv_impl)
+    # r_out and t_out are sums that XLA adds up inside the batch norms' own passes:
+    # sums on the kernels would need them written out (layers.batch_norm).
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype, relu=True)
+                             epsilon=self.bn_epsilon, dtype=self.dtype,
+                             conv_impl=self.conv_impl, relu=True, kernel_sums=False)
     return norm(name='bn_r')(r_out), norm(name='bn_t')(t_out)
 
 
@@ -137,7 +140,8 @@ class RiR(nn.Module):
     head: 'dense' or 'conv_bn'.
     single_conv: compute each generalized block as one convolution (ResNet Init).
     dtype: compute dtype; parameters stay float32.
-    conv_impl: convolution kernels, 'xla', 'onednn' or 'auto' (rir_jax.ops).
+    conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
+      and of batch norm's passes (CPU library where oneDNN runs).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """
@@ -164,7 +168,8 @@ class RiR(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype)
+                             epsilon=self.bn_epsilon, dtype=self.dtype,
+                             conv_impl=self.conv_impl)
 
     def stem(stream):
       y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,

@@ -2,24 +2,15 @@
 
 On ResNet-20's CIFAR shapes oneDNN beats XLA's CPU convolutions 1-3x in f32
 (most on the weight gradient) and 2-7x in bf16 (AVX512_BF16). The three passes
-are XLA FFI calls into `onednn_conv.cc`, built with g++ on first use against
-the oneDNN pip put in this environment (`pip install onednn onednn-devel`) and
-cached on disk. A `jax.custom_vjp` routes `jax.grad` through them; custom
-partitioning keeps a batch-split convolution split (each device convolves its
-slice; the weight gradients are summed).
+are XLA FFI calls into `onednn_conv.cc`, part of the project's CPU kernel
+library (rir_jax.ops.library: built with g++ on first use against the oneDNN
+pip put in this environment, and cached on disk). A `jax.custom_vjp` routes
+`jax.grad` through them; custom partitioning keeps a batch-split convolution
+split (each device convolves its slice; the weight gradients are summed).
 """
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import os
-import pathlib
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -28,101 +19,18 @@ from jax import lax
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-_SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
-_CXXFLAGS = ("-O2", "-shared", "-fPIC", "-std=c++17")
+from rir_jax.ops import library, partitioning
+
 _TARGETS = {"forward": "RirOnednnConvForward",
             "backward_data": "RirOnednnConvBackwardData",
             "backward_weights": "RirOnednnConvBackwardWeights"}
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
-_load_lock = threading.Lock()
-
-
-def _compile_command(output: str) -> list[str]:
-  lib = os.path.join(sys.prefix, "lib")
-  # DT_RPATH (not RUNPATH) also serves libdnnl's own dependencies in `lib`.
-  return ["g++", *_CXXFLAGS, f"-I{jax.ffi.include_dir()}",
-          f"-I{os.path.join(sys.prefix, 'include')}", str(_SOURCE), "-o", output,
-          f"-L{lib}", "-ldnnl", f"-Wl,--disable-new-dtags,-rpath,{lib}"]
-
-
-def _library_path() -> pathlib.Path:
-  """Where the library for this source, jax, oneDNN and set of flags lives."""
-  key = hashlib.sha256()
-  key.update(_SOURCE.read_bytes())
-  key.update(jax.__version__.encode())
-  key.update(" ".join(_compile_command("")).encode())
-  # Another oneDNN (version, or threading runtime) in the same place: rebuild.
-  for header in ("dnnl_version.h", "dnnl_config.h"):
-    path = pathlib.Path(sys.prefix, "include", "oneapi", "dnnl", header)
-    key.update(path.read_bytes() if path.exists() else b"")
-  cache = os.environ.get("RIR_JAX_ONEDNN_CACHE", "~/.cache/rir_jax/onednn")
-  return pathlib.Path(cache).expanduser() / f"onednn_conv-{key.hexdigest()[:16]}.so"
-
-
-def _build(path: pathlib.Path) -> None:
-  """Compiles the library to a temporary file, then renames it into place.
-
-  The rename is atomic, so processes building at once never load a half-written
-  file: the last one to finish replaces an identical library.
-  """
-  if shutil.which("g++") is None:
-    raise RuntimeError("g++ not found")
-  header = pathlib.Path(sys.prefix, "include", "oneapi", "dnnl", "dnnl.hpp")
-  if not header.exists():
-    raise RuntimeError(f"{header} not found: pip install onednn onednn-devel")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, temporary = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
-  os.close(fd)
-  try:
-    result = subprocess.run(_compile_command(temporary), capture_output=True, text=True)
-    if result.returncode:
-      raise RuntimeError(f"g++ failed building {_SOURCE.name}:\n{result.stderr[-3000:]}")
-    os.chmod(temporary, 0o755)  # mkstemp's 0600 would hide it from other users.
-    os.replace(temporary, path)
-  finally:
-    if os.path.exists(temporary):
-      os.unlink(temporary)
-
-
-def _find_opencl_cpu_driver() -> None:
-  """Lets a SYCL build of oneDNN (PyPI's `onednn`) find its CPU device.
-
-  That build runs CPU work through SYCL, whose CPU device comes from the OpenCL
-  driver `libintelocl.so`. pip installs the driver beside libdnnl but registers
-  it nowhere the OpenCL loader looks; OCL_ICD_FILENAMES names it.
-  """
-  driver = os.path.join(sys.prefix, "lib", "libintelocl.so")
-  named = os.environ.get("OCL_ICD_FILENAMES", "")
-  if os.path.exists(driver) and driver not in named.split(":"):
-    os.environ["OCL_ICD_FILENAMES"] = ":".join(filter(None, (driver, named)))
-
-
-@functools.cache
-def _load() -> tuple[bool, str]:
-  """Builds (once per cache directory), loads, checks and registers the library."""
-  try:
-    path = _library_path()
-    if not path.exists():
-      _build(path)
-    _find_opencl_cpu_driver()
-    library = ctypes.CDLL(str(path))
-    message = ctypes.create_string_buffer(512)
-    if library.RirOnednnCheck(message, ctypes.c_size_t(len(message))):
-      return False, f"{message.value.decode()} ({path})"
-    for target in _TARGETS.values():
-      jax.ffi.register_ffi_target(
-          target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
-  except Exception as e:  # pylint: disable=broad-except
-    # Anything from a missing compiler to a missing libdnnl.so means "use XLA".
-    return False, f"{type(e).__name__}: {e}"
-  return True, f"{message.value.decode()} ({path})"
 
 
 def is_available() -> tuple[bool, str]:
-  """Whether the oneDNN library builds and loads here, and why (or why not)."""
-  with _load_lock:
-    return _load()
+  """Whether the kernel library (rir_jax.ops.library) builds and loads here, and why."""
+  return library.is_available()
 
 
 def _run(pass_: str, a: jax.Array, b: jax.Array, strides: tuple[int, int],
@@ -143,16 +51,8 @@ def _run(pass_: str, a: jax.Array, b: jax.Array, strides: tuple[int, int],
 
 
 def _shardings(pass_, mesh, arg_shapes):
-  """The batch split as the first operand's is, everything else whole.
-
-  An uneven split stays whole: the padding rows of its last slice hold
-  garbage, which the weight gradient would sum in.
-  """
-  sharding = arg_shapes[0].sharding
-  batch = sharding.spec[0] if isinstance(sharding, NamedSharding) and sharding.spec else None
-  axes = (batch,) if isinstance(batch, str) else batch or ()
-  if arg_shapes[0].shape[0] % np.prod([mesh.shape[a] for a in axes], dtype=int):
-    batch = None
+  """The batch split as the first operand's is (evenly), everything else whole."""
+  batch = partitioning.batch_axes(mesh, arg_shapes[0])
   split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
   if pass_ == "backward_weights":
     return batch, (split, split), whole
@@ -198,27 +98,9 @@ _run_sharded.def_partition(_partition, infer_sharding_from_operands=_infer_shard
 
 @functools.cache
 def _pass(pass_, strides, pads, spatial):
-  """`_run_sharded` as a function of the two operands, with a vmap rule.
-
-  custom_partitioning has no batching rule of its own: under vmap, run the
-  pass once per mapped element, as ffi_call's "sequential" would.
-  """
-  @jax.custom_batching.custom_vmap
-  def run(a, b):
-    return _run_sharded(pass_, a, b, strides, pads, spatial)
-
-  @run.def_vmap
-  def _rule(axis_size, in_batched, a, b):
-    del axis_size
-    mapped = tuple(x for x, batched in zip((a, b), in_batched) if batched)
-
-    def one(slices):
-      rest = iter(slices)
-      return run(*(next(rest) if batched else x for x, batched in zip((a, b), in_batched)))
-
-    return lax.map(one, mapped), True
-
-  return run
+  """`_run_sharded` as a function of the two operands, with a vmap rule."""
+  return partitioning.sequential_vmap(
+      lambda a, b: _run_sharded(pass_, a, b, strides, pads, spatial))
 
 
 def _output_hw(x_shape, w_shape, strides, pads) -> tuple[int, int]:
@@ -259,10 +141,7 @@ def _applies(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_num
     return False
   if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
     return False
-  # Explicit sharding and shard_map type each result's sharding or variance;
-  # the FFI calls' results carry neither.
-  if any(m.explicit_axes or m.manual_axes for m in (
-      jax.typeof(lhs).sharding.mesh, jax.typeof(rhs).sharding.mesh)):
+  if not partitioning.automatic_sharding(lhs, rhs):
     return False
   return dimension_numbers is not None and (
       lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)

@@ -1,0 +1,128 @@
+"""The project's CPU kernel library: built with g++ on first use, cached, registered.
+
+One shared library holds every XLA FFI handler the CPU path uses: oneDNN's
+convolutions (`onednn_conv.cc`, against the oneDNN pip put in this environment:
+`pip install onednn-cpu-tbb onednn-devel-cpu-tbb`) and batch norm's sums
+(`batch_norm_kernels.cc`). It is compiled for this machine's CPU (`-march=native`)
+and cached on disk under a key of its sources, jax, oneDNN, the flags and the CPU's
+features, so a home directory shared by different machines holds one build each.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import jax
+
+_HERE = pathlib.Path(__file__).parent
+_SOURCES = (_HERE / "onednn_conv.cc", _HERE / "batch_norm_kernels.cc")
+_CXXFLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
+TARGETS = ("RirOnednnConvForward", "RirOnednnConvBackwardData",
+           "RirOnednnConvBackwardWeights", "RirBatchNormStats", "RirBatchNormGradSums")
+_load_lock = threading.Lock()
+
+
+def _compile_command(output: str) -> list[str]:
+  lib = os.path.join(sys.prefix, "lib")
+  # DT_RPATH (not RUNPATH) also serves libdnnl's own dependencies in `lib`.
+  return ["g++", *_CXXFLAGS, f"-I{jax.ffi.include_dir()}",
+          f"-I{os.path.join(sys.prefix, 'include')}", *map(str, _SOURCES), "-o", output,
+          f"-L{lib}", "-ldnnl", f"-Wl,--disable-new-dtags,-rpath,{lib}"]
+
+
+def _cpu_features() -> bytes:
+  """The CPU's feature flags (Linux), which `-march=native` compiles for."""
+  try:
+    with open("/proc/cpuinfo", "rb") as f:
+      return next((line for line in f if line.startswith((b"flags", b"Features"))), b"")
+  except OSError:
+    return b""
+
+
+def _library_path() -> pathlib.Path:
+  """Where the library for these sources, jax, oneDNN, flags and CPU lives."""
+  key = hashlib.sha256()
+  for source in _SOURCES:
+    key.update(source.read_bytes())
+  key.update(jax.__version__.encode())
+  key.update(" ".join(_compile_command("")).encode())
+  key.update(_cpu_features())
+  # Another oneDNN (version, or threading runtime) in the same place: rebuild.
+  for header in ("dnnl_version.h", "dnnl_config.h"):
+    path = pathlib.Path(sys.prefix, "include", "oneapi", "dnnl", header)
+    key.update(path.read_bytes() if path.exists() else b"")
+  cache = os.environ.get("RIR_JAX_ONEDNN_CACHE", "~/.cache/rir_jax/onednn")
+  return pathlib.Path(cache).expanduser() / f"rir_jax_cpu-{key.hexdigest()[:16]}.so"
+
+
+def _build(path: pathlib.Path) -> None:
+  """Compiles the library to a temporary file, then renames it into place.
+
+  The rename is atomic, so processes building at once never load a half-written
+  file: the last one to finish replaces an identical library.
+  """
+  if shutil.which("g++") is None:
+    raise RuntimeError("g++ not found")
+  header = pathlib.Path(sys.prefix, "include", "oneapi", "dnnl", "dnnl.hpp")
+  if not header.exists():
+    raise RuntimeError(f"{header} not found: pip install onednn onednn-devel")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, temporary = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
+  os.close(fd)
+  try:
+    result = subprocess.run(_compile_command(temporary), capture_output=True, text=True)
+    if result.returncode:
+      raise RuntimeError(f"g++ failed building {path.name}:\n{result.stderr[-3000:]}")
+    os.chmod(temporary, 0o755)  # mkstemp's 0600 would hide it from other users.
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.unlink(temporary)
+
+
+def _find_opencl_cpu_driver() -> None:
+  """Lets a SYCL build of oneDNN (PyPI's `onednn`) find its CPU device.
+
+  That build runs CPU work through SYCL, whose CPU device comes from the OpenCL
+  driver `libintelocl.so`. pip installs the driver beside libdnnl but registers
+  it nowhere the OpenCL loader looks; OCL_ICD_FILENAMES names it.
+  """
+  driver = os.path.join(sys.prefix, "lib", "libintelocl.so")
+  named = os.environ.get("OCL_ICD_FILENAMES", "")
+  if os.path.exists(driver) and driver not in named.split(":"):
+    os.environ["OCL_ICD_FILENAMES"] = ":".join(filter(None, (driver, named)))
+
+
+@functools.cache
+def _load() -> tuple[bool, str]:
+  """Builds (once per cache directory), loads, checks and registers the library."""
+  try:
+    path = _library_path()
+    if not path.exists():
+      _build(path)
+    _find_opencl_cpu_driver()
+    library = ctypes.CDLL(str(path))
+    message = ctypes.create_string_buffer(512)
+    if library.RirOnednnCheck(message, ctypes.c_size_t(len(message))):
+      return False, f"{message.value.decode()} ({path})"
+    for target in TARGETS:
+      jax.ffi.register_ffi_target(
+          target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
+  except Exception as e:  # pylint: disable=broad-except
+    # Anything from a missing compiler to a missing libdnnl.so means "use XLA".
+    return False, f"{type(e).__name__}: {e}"
+  return True, f"{message.value.decode()} ({path})"
+
+
+def is_available() -> tuple[bool, str]:
+  """Whether the library builds and loads here, and why (or why not)."""
+  with _load_lock:
+    return _load()

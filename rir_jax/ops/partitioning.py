@@ -1,0 +1,59 @@
+"""What the FFI kernels need to run inside a batch-sharded or vmapped jit.
+
+An FFI call is opaque to XLA's partitioner, which would gather its operands onto
+every device; each kernel therefore comes with a `custom_partitioning` rule that
+keeps the batch split (the helpers here), and, since custom_partitioning has no
+batching rule, a vmap rule that runs it once per mapped element.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax import lax
+from jax.sharding import NamedSharding
+
+MeshAxes = Any  # a mesh axis name, a tuple of them, or None
+
+
+def batch_axes(mesh, arg_shape) -> MeshAxes:
+  """The mesh axes that split `arg_shape`'s leading (batch) dimension, or None.
+
+  An uneven split counts as none: the padding rows of its last slice hold garbage,
+  which a kernel summing over the batch would add in.
+  """
+  sharding = arg_shape.sharding
+  batch = sharding.spec[0] if isinstance(sharding, NamedSharding) and sharding.spec else None
+  axes = (batch,) if isinstance(batch, str) else batch or ()
+  if arg_shape.shape[0] % np.prod([mesh.shape[a] for a in axes], dtype=int):
+    return None
+  return batch
+
+
+def automatic_sharding(*arrays: jax.Array) -> bool:
+  """False under explicit sharding or shard_map, which type each result's sharding
+  or variance: an FFI call's results carry neither."""
+  return not any(m.explicit_axes or m.manual_axes
+                 for m in (jax.typeof(a).sharding.mesh for a in arrays))
+
+
+def sequential_vmap(fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """`fn` of arrays, under vmap run once per mapped element (as ffi_call's
+  "sequential" vmap_method would)."""
+  @jax.custom_batching.custom_vmap
+  def run(*args):
+    return fn(*args)
+
+  @run.def_vmap
+  def _rule(axis_size, in_batched, *args):
+    del axis_size
+    mapped = tuple(x for x, batched in zip(args, in_batched) if batched)
+
+    def one(slices):
+      rest = iter(slices)
+      return run(*(next(rest) if batched else x for x, batched in zip(args, in_batched)))
+
+    return lax.map(one, mapped), True
+
+  return run
