@@ -25,13 +25,19 @@ from jax.sharding import NamedSharding, PartitionSpec
 from rir_jax.ops import library, partitioning
 
 DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+LANES = 16  # channels per vector in batch_norm_kernels.cc (kLanes)
 
 
 def applies(*activations: jax.Array) -> bool:
-  """Whether the kernels can run on these activations here: the library loads, they
-  are f32 or bf16 of rank >= 2, and their sharding is automatic (not explicit, not
-  shard_map)."""
-  return (all(a.dtype in DTYPES and a.ndim >= 2 for a in activations)
+  """Whether the kernels run on these activations here, and fast: the library loads,
+  they are f32 or bf16 of rank >= 2 whose channels fill whole vectors of LANES, and
+  their sharding is automatic (not explicit, not shard_map).
+
+  The kernels take any channel count, but channels past the last whole vector go one
+  at a time, slower than XLA's reductions (RiR's 8-channel stems: section 7).
+  """
+  return (all(a.dtype in DTYPES and a.ndim >= 2 and a.shape[-1] % LANES == 0
+              for a in activations)
           and partitioning.automatic_sharding(*activations) and library.is_available()[0])
 
 
