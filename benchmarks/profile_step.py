@@ -47,9 +47,11 @@ NOT_AN_OPERATION = re.compile(r"^(ThunkExecutor|ThreadpoolListener|SlinkyThreadP
 WARMUP_STEPS = 30
 # Annotates the traced steps that are summed, on the thread that runs them.
 STEP_MARK = "rir_jax_profiled_step"
-CONV_PASSES = {"RirOnednnConvForward": "onednn convolution: forward",
-               "RirOnednnConvBackwardData": "onednn convolution: input gradient",
-               "RirOnednnConvBackwardWeights": "onednn convolution: weight gradient"}
+FFI_CALLS = {"RirOnednnConvForward": "onednn convolution: forward",
+             "RirOnednnConvBackwardData": "onednn convolution: input gradient",
+             "RirOnednnConvBackwardWeights": "onednn convolution: weight gradient",
+             "RirBatchNormStats": "batch norm kernel: sums of x and x^2",
+             "RirBatchNormGradSums": "batch norm kernel: sums of g and g*x"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,7 +78,7 @@ def custom_call_targets(hlo_text: str) -> dict[str, str]:
 def operation_kind(name: str, targets: dict[str, str]) -> str:
   """What an event of the trace ran: a convolution pass, or an XLA op kind."""
   if name in targets:
-    return CONV_PASSES.get(targets[name], f"custom call {targets[name]}")
+    return FFI_CALLS.get(targets[name], f"custom call {targets[name]}")
   kind = re.sub(r"\.\d+$", "", name)
   return "xla convolution" if kind.startswith("convolution") else kind
 

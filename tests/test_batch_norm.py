@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks import batch_norm_ab
 from benchmarks.batch_norm_ab import BatchNorm as FlaxBatchNorm
+from rir_jax import ops
 from rir_jax.models import get_model, layers
 from rir_jax.models.batch_norm import BatchNorm, batch_norm_train
 
@@ -133,13 +134,21 @@ def test_bfloat16_output_from_float32_input_takes_statistics_of_the_float32_inpu
 
 
 @pytest.mark.slow
-def test_ab_benchmark_prints_both_step_times(capsys):
-  assert batch_norm_ab.main(['--models=resnet', '--dtype=float32', '--conv_impl=xla',
+@pytest.mark.parametrize('conv_impl', ['xla', 'onednn'])
+def test_ab_benchmark_prints_the_step_times(capsys, conv_impl):
+  if conv_impl == 'onednn' and not ops.onednn_usable()[0]:
+    pytest.skip(f"oneDNN cannot run here: {ops.onednn_usable()[1]}")
+  assert batch_norm_ab.main(['--models=resnet', '--dtype=float32', f'--conv_impl={conv_impl}',
                              '--batch=8', '--steps=2', '--warmup=1']) == 0
   (row,) = map(json.loads, capsys.readouterr().out.splitlines())
-  assert (row['model'], row['dtype'], row['conv_impl']) == ('resnet', 'float32', 'xla')
+  assert (row['model'], row['dtype'], row['conv_impl']) == ('resnet', 'float32', conv_impl)
   assert row['ours_step_ms'] > 0 and row['flax_step_ms'] > 0
   assert row['speedup'] == pytest.approx(row['flax_step_ms'] / row['ours_step_ms'])
+  # On the CPU library, a third step takes batch norm's sums on XLA instead.
+  assert ('kernels_speedup' in row) == (conv_impl == 'onednn')
+  if conv_impl == 'onednn':
+    assert row['kernels_speedup'] == pytest.approx(
+        row['xla_passes_step_ms'] / row['ours_step_ms'])
 
 
 @pytest.mark.parametrize('name,kwargs', [('resnet', dict(depth=8)), ('rir', {}),

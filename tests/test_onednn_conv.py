@@ -16,12 +16,7 @@ DN = ("NHWC", "HWIO", "NHWC")
 TOLERANCE = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def built():
-  """Builds the library once (seconds, then cached); skips where it cannot."""
-  available, reason = onednn.is_available()
-  if not available:
-    pytest.skip(f"oneDNN convolution unavailable: {reason}")
+pytestmark = pytest.mark.usefixtures("cpu_kernel_library")
 
 
 def assert_close(actual, expected, tolerance):

@@ -9,8 +9,8 @@ to f32, before each pair. These are the two pairs as FFI calls into
 own dtype (benchmarks/PERFORMANCE.md, section 7).
 
 Activations are channels-last (rank >= 2), f32 or bf16; sums come back as f32 [2, C].
-A batch-split input stays split: each device sums its slice, then the sums are added
-across devices.
+A batch-split input stays split: each device sums its slice, then the devices' sums
+are gathered and added in a fixed order.
 """
 from __future__ import annotations
 
@@ -64,8 +64,13 @@ def _partition(target, relu, mesh, arg_shapes, result_shape):
 
   def lower(*operands):
     sums = _call(target, relu, *operands)
-    # Each device summed only its slice of the batch.
-    return sums if batch is None else lax.psum(sums, batch)
+    if batch is None:
+      return sums
+    # Each device summed only its slice of the batch. Gathered and added in device
+    # order rather than psum'ed: an all-reduce's order of additions depends on how the
+    # devices are spread over processes, and 1 process x 4 devices would then train
+    # (slightly) otherwise than 2 x 2 (tests/test_multihost.py).
+    return jnp.sum(lax.all_gather(sums, batch), axis=0)
 
   return mesh, lower, result_sharding, arg_shardings
 
