@@ -28,7 +28,7 @@ class CNN(nn.Module):
     downsample: 'conv' or 'max_pool', how stages after the first halve resolution.
     dtype: compute dtype; parameters stay float32.
     conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
-      and of batch norm's passes (CPU library where oneDNN runs).
+      and of batch norm's sums (CPU library where oneDNN runs).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """

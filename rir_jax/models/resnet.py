@@ -56,7 +56,7 @@ class ResNet(nn.Module):
     shortcut: 'zero_pad' (option A, default) or 'projection' where the shape changes.
     dtype: compute dtype; parameters stay float32.
     conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
-      and of batch norm's passes (CPU library where oneDNN runs).
+      and of batch norm's sums (CPU library where oneDNN runs).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """

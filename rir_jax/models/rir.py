@@ -79,8 +79,9 @@ class GeneralizedResidualBlock(nn.Module):
     if not (identity and self.single_conv):  # else it is inside the kernel already
       r_out += layers.shortcut(r, self.features, self.strides, self.shortcut,
                                dtype=self.dtype, conv_impl=self.conv_impl)
-    # r_out and t_out are sums that XLA adds up inside the batch norms' own passes:
-    # sums on the kernels would need them written out (layers.batch_norm).
+    # r_out and t_out are sums (or slices of one convolution's output) that XLA reads
+    # inside the batch norms' own passes: the kernels' sums would need them written out
+    # first, which costs more than it saves (layers.batch_norm).
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype,
                              conv_impl=self.conv_impl, relu=True, kernel_sums=False)
@@ -141,7 +142,7 @@ class RiR(nn.Module):
     single_conv: compute each generalized block as one convolution (ResNet Init).
     dtype: compute dtype; parameters stay float32.
     conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
-      and of batch norm's passes (CPU library where oneDNN runs).
+      and of batch norm's sums (CPU library where oneDNN runs).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
   """
