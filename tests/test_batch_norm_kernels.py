@@ -142,6 +142,17 @@ def test_an_uneven_split_sums_no_padding():
   _assert_sums_close(got[0], x64.sum(0), np.abs(x64).sum(0))
 
 
+def test_a_split_batch_of_rank_2_keeps_its_coefficients_whole():
+  """[batch, C] activations have the coefficients' rank: only the activations split."""
+  mesh = Mesh(jax.devices(), ("data",))
+  split = NamedSharding(mesh, PartitionSpec("data"))
+  x, dy = _array((64, 32), jnp.float32, 8), _array((64, 32), jnp.float32, 9)
+  a, b = jnp.linspace(-1.0, 1.0, 32), jnp.linspace(0.5, -0.5, 32)
+  grad_sums = jax.jit(batch_norm_kernels.grad_sums, static_argnums=4)
+  got = grad_sums(jax.device_put(x, split), jax.device_put(dy, split), a, b, True)
+  np.testing.assert_allclose(got, grad_sums(x, dy, a, b, True), rtol=1e-5, atol=1e-5)
+
+
 def test_vmap_runs_once_per_element():
   x = _array((3, 10, 4, 16), jnp.float32, seed=7)
   batched = jax.jit(jax.vmap(batch_norm_kernels.stats))(x)

@@ -18,7 +18,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -26,6 +25,8 @@ from rir_jax.ops import library, partitioning
 
 DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 LANES = 16  # channels per vector in batch_norm_kernels.cc (kLanes)
+# How many leading operands of each kernel are activations (the rest: coefficients).
+_ACTIVATIONS = {"RirBatchNormStats": 1, "RirBatchNormGradSums": 2}
 
 
 def applies(*activations: jax.Array) -> bool:
@@ -48,49 +49,40 @@ def _call(target, relu, *operands):
   return jax.ffi.ffi_call(target, result)(*operands, **attributes)
 
 
-def _shardings(mesh, arg_shapes):
+def _shardings(target, mesh, arg_shapes):
   """Activations split along the batch as the first one is, coefficients and the
   sums whole."""
   batch = partitioning.batch_axes(mesh, arg_shapes[0])
   split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
-  rank = len(arg_shapes[0].shape)
-  args = tuple(split if len(a.shape) == rank else whole for a in arg_shapes)
+  args = tuple(split if i < _ACTIVATIONS[target] else whole for i in range(len(arg_shapes)))
   return batch, args, whole
 
 
 def _partition(target, relu, mesh, arg_shapes, result_shape):
   del result_shape  # Whole, whatever the operands.
-  batch, arg_shardings, result_sharding = _shardings(mesh, arg_shapes)
+  batch, arg_shardings, result_sharding = _shardings(target, mesh, arg_shapes)
 
   def lower(*operands):
     sums = _call(target, relu, *operands)
-    if batch is None:
-      return sums
-    # Each device summed only its slice of the batch. Gathered and added in device
-    # order rather than psum'ed: an all-reduce's order of additions depends on how the
-    # devices are spread over processes, and 1 process x 4 devices would then train
-    # (slightly) otherwise than 2 x 2 (tests/test_multihost.py).
-    return jnp.sum(lax.all_gather(sums, batch), axis=0)
+    # Each device summed only its slice of the batch.
+    return sums if batch is None else partitioning.sum_across(sums, batch)
 
   return mesh, lower, result_sharding, arg_shardings
 
 
 def _infer_sharding(target, relu, mesh, arg_shapes, result_shape):
   """GSPMD (Shardy off): the sums are whole."""
-  del target, relu, result_shape
-  return _shardings(mesh, arg_shapes)[2]
+  del relu, result_shape
+  return _shardings(target, mesh, arg_shapes)[2]
 
 
 def _sharding_rule(target, relu, mesh, operand_types, result_types):
   """Shardy: only the batch factor `b` may stay split, and the sums reduce over it."""
-  del target, relu, mesh, result_types
+  del relu, mesh, result_types
   rank = len(operand_types[0].shape)
   x = " ".join(["b", *(f"d{i}" for i in range(rank - 2)), "c"])
-  operands = [x if len(t.shape) == rank else "k c" for t in operand_types]
-  rule = f"{', '.join(operands)} -> s c"
-  others = tuple(dict.fromkeys(f for f in rule.replace(",", " ").split()
-                               if f not in ("b", "->")))
-  return rule, {"need_replication_factors": others, "reduction_factors": ("b",)}
+  operands = [x if i < _ACTIVATIONS[target] else "k c" for i in range(len(operand_types))]
+  return partitioning.sharding_rule(f"{', '.join(operands)} -> s c", sums_over_batch=True)
 
 
 _call_sharded = custom_partitioning(_call, static_argnums=(0, 1))

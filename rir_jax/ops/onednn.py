@@ -67,7 +67,8 @@ def _partition(pass_, strides, pads, spatial, mesh, arg_shapes, result_shape):
   def lower(a, b):
     out = _run(pass_, a, b, strides, pads, spatial)
     if pass_ == "backward_weights" and batch is not None:
-      out = lax.psum(out, batch)  # Each device saw only its slice of the batch.
+      # Each device saw only its slice of the batch.
+      out = partitioning.sum_across(out, batch)
     return out
 
   return mesh, lower, result_sharding, arg_shardings
@@ -85,10 +86,7 @@ def _sharding_rule(pass_, strides, pads, spatial, mesh, operand_types, result_ty
   rule = {"forward": "b h w c, kh kw c o -> b oh ow o",
           "backward_data": "b oh ow o, kh kw c o -> b h w c",
           "backward_weights": "b h w c, b oh ow o -> kh kw c o"}[pass_]
-  # Shardy wants the factors in order of first appearance.
-  others = tuple(dict.fromkeys(f for f in rule.replace(",", " ").split() if f not in ("b", "->")))
-  reduction = ("b",) if pass_ == "backward_weights" else ()
-  return rule, {"need_replication_factors": others, "reduction_factors": reduction}
+  return partitioning.sharding_rule(rule, sums_over_batch=pass_ == "backward_weights")
 
 
 _run_sharded = custom_partitioning(_run, static_argnums=(0, 3, 4, 5))

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+import jax.numpy as jnp
 from jax import lax
 from jax.sharding import NamedSharding
 
@@ -29,6 +30,28 @@ def batch_axes(mesh, arg_shape) -> MeshAxes:
   if arg_shape.shape[0] % np.prod([mesh.shape[a] for a in axes], dtype=int):
     return None
   return batch
+
+
+def sum_across(partial: jax.Array, axes: MeshAxes) -> jax.Array:
+  """The sum of each device's `partial` over the mesh `axes`, added in device order.
+
+  Not `lax.psum`: an all-reduce adds in an order that depends on how the devices are
+  spread over processes, and 2 processes x 2 devices then train (slightly) otherwise
+  than 1 x 4 (tests/test_multihost.py). Gathering costs little for what the kernels
+  sum: per-channel statistics and weight gradients.
+  """
+  return jnp.sum(lax.all_gather(partial, axes), axis=0)
+
+
+def sharding_rule(rule: str, sums_over_batch: bool) -> tuple[str, dict]:
+  """A Shardy rule for a kernel whose factor `b` (the batch) alone may stay split:
+  `rule` (einsum-like, e.g. "b h w c, k c -> s c") and the keyword arguments that
+  replicate every other factor and, if `sums_over_batch`, reduce over `b`."""
+  # Shardy wants the factors in order of first appearance.
+  others = tuple(dict.fromkeys(f for f in rule.replace(",", " ").split()
+                               if f not in ("b", "->")))
+  return rule, {"need_replication_factors": others,
+                "reduction_factors": ("b",) if sums_over_batch else ()}
 
 
 def automatic_sharding(*arrays: jax.Array) -> bool:
