@@ -212,7 +212,10 @@ def test_damaged_newest_checkpoint_falls_back_and_is_saved_again(
 
   caplog.clear()  # the re-saved step 6 is good: the next run resumes there, no loop
   loop.train_and_evaluate(_config(tiny), workdir, synthetic)
-  assert "resuming at step 6" in caplog.text and "damaged" not in caplog.text
+  # The project's own log only: an earlier case's damaged checkpoint can leave an orbax
+  # task behind whose error asyncio logs whenever it is collected, path and all.
+  log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("rir_jax"))
+  assert "resuming at step 6" in log and "damaged" not in log
 
 
 def test_no_checkpoint_restoring_is_an_error_that_moves_nothing(tiny, synthetic,
