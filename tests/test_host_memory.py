@@ -21,7 +21,10 @@ from benchmarks import throughput
 from rir_jax import data
 config = throughput.bench_config("resnet", 64, "float32", {"depth": 8}, "xla")
 bench = throughput.JaxBench(config, data.load_dataset("synthetic"), eval_batch=64)
-for _ in range(8):  # compiles; the median below skips a step where the heap still grows
+# Compiles, then lets the heap settle: in the first ~20 steps a long-lived allocation
+# can land in freed scratch and the heap grow past it (benchmarks/PERFORMANCE.md,
+# section 4; 8 steps once left 254 faults per step); the median below skips a straggler.
+for _ in range(24):
   bench.step()
 faults = []
 for _ in range(5):
