@@ -71,6 +71,26 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """`configs/NAME.py:a=1,b,c=x` -> {a: 1, b: True, c: 'x'} over `defaults` (big_vision's form).
+
+  Each value takes the type of its default; a bare name sets a boolean to True.
+  """
+  args = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; choose from: {', '.join(defaults)}")
+    kind = type(defaults[key])
+    if kind is bool:
+      if value not in ("", "True", "true", "1", "False", "false", "0"):
+        raise ValueError(f"config argument {key} takes true or false, not {value!r}")
+      args[key] = value in ("", "True", "true", "1")
+    else:
+      args[key] = kind(value)
+  return args
+
+
 def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
   """`configs/NAME.py:VARIANT`: no variant, or `smoke`."""
   if arg in (None, ""):

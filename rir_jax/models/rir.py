@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from rir_jax.models import layers
 
 HEADS = ('dense', 'conv_bn')
+BLOCKS = ('generalized', 'plain')
 KERNEL_NAMES = ('kernel_rr', 'kernel_tr', 'kernel_rt', 'kernel_tt')
 
 
@@ -94,12 +95,14 @@ class RiRBlock(nn.Module):
   r_out = r2 + shortcut(r), (r2, t_out) = G2(G1(r, t)); the first block G1 carries
   the stride and width change, and the outer shortcut (identity, else a 1x1
   'projection' or zero padding) adds the block-input r to the block-output r,
-  with no BN or ReLU after the sum.
+  with no BN or ReLU after the sum. Without `outer_shortcut` the pair is just two
+  generalized blocks in a row (the paper's "ResNet Init" network).
   """
   features: int
   strides: int = 1
   shortcut: str = 'projection'
   single_conv: bool = False
+  outer_shortcut: bool = True
   dtype: layers.Dtype = jnp.float32
   conv_impl: str = 'xla'
   bn_momentum: float = 0.9
@@ -115,9 +118,41 @@ class RiRBlock(nn.Module):
     r_in = r
     r, t = block(strides=self.strides)(r, t, train=train)
     r, t = block()(r, t, train=train)
-    r += layers.shortcut(r_in, self.features, self.strides, self.shortcut,
-                         dtype=self.dtype, conv_impl=self.conv_impl)
+    if self.outer_shortcut:
+      r += layers.shortcut(r_in, self.features, self.strides, self.shortcut,
+                           dtype=self.dtype, conv_impl=self.conv_impl)
     return r, t
+
+
+class PlainPairBlock(nn.Module):
+  """RiRBlock with each generalized block replaced by one conv-BN-ReLU on one stream.
+
+  x_out = L2(L1(x)) (+ shortcut(x) if `outer_shortcut`): the ResNet block that RiR
+  generalizes (with the outer shortcut) or two layers of a plain CNN (without).
+  L1 carries the stride and width change.
+  """
+  features: int
+  strides: int = 1
+  shortcut: str = 'projection'
+  outer_shortcut: bool = True
+  dtype: layers.Dtype = jnp.float32
+  conv_impl: str = 'xla'
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def conv_bn_relu(y, strides):
+      y = layers.conv(self.features, 3, strides, dtype=self.dtype,
+                      conv_impl=self.conv_impl)(y)
+      return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                               dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(y)
+
+    y = conv_bn_relu(conv_bn_relu(x, self.strides), 1)
+    if self.outer_shortcut:
+      y += layers.shortcut(x, self.features, self.strides, self.shortcut,
+                           dtype=self.dtype, conv_impl=self.conv_impl)
+    return y
 
 
 class RiR(nn.Module):
@@ -133,6 +168,12 @@ class RiR(nn.Module):
   18-layer RiR (1 stem + 16 generalized blocks + 1 head) scaled to about 0.27M
   parameters, matched with ResNet-20.
 
+  `block` and `outer_shortcut` give the paper's four rows on one layout (configs/paper.py):
+  RiR ('generalized', True), ResNet Init ('generalized', False), ResNet ('plain', True)
+  and CNN ('plain', False). A 'plain' layer is one conv-BN-ReLU on a single stream of
+  twice the width: the generalized block without its residual stream, at the same
+  number of weights per layer.
+
   Attributes:
     num_classes: number of logits.
     widths: channels per stream of each stage (the total is twice this).
@@ -140,6 +181,8 @@ class RiR(nn.Module):
     shortcut: 'projection' (default) or 'zero_pad' where the shape changes.
     head: 'dense' or 'conv_bn'.
     single_conv: compute each generalized block as one convolution (ResNet Init).
+    block: 'generalized' (two streams, Eq. 1) or 'plain' (one stream, conv-BN-ReLU).
+    outer_shortcut: add each RiRBlock's input to its output on the residual stream.
     dtype: compute dtype; parameters stay float32.
     conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
       and of batch norm's sums (CPU library where oneDNN runs).
@@ -152,6 +195,8 @@ class RiR(nn.Module):
   shortcut: str = 'projection'
   head: str = 'dense'
   single_conv: bool = False
+  block: str = 'generalized'
+  outer_shortcut: bool = True
   dtype: layers.Dtype = jnp.float32
   conv_impl: str = 'xla'
   bn_momentum: float = 0.9
@@ -163,6 +208,9 @@ class RiR(nn.Module):
                        f'{tuple(self.blocks_per_stage)} must have the same length')
     layers.check_choice('shortcut', self.shortcut, layers.SHORTCUTS)
     layers.check_choice('head', self.head, HEADS)
+    layers.check_choice('block', self.block, BLOCKS)
+    if self.block == 'plain' and self.single_conv:
+      raise ValueError("single_conv needs block='generalized': a plain layer has one conv already")
     layers.check_choice('conv_impl', self.conv_impl, layers.CONV_IMPLS)
     super().__post_init__()
 
@@ -171,27 +219,48 @@ class RiR(nn.Module):
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype,
                              conv_impl=self.conv_impl)
-
-    def stem(stream):
-      y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
-                      name=f'stem_conv_{stream}')(x)
-      return norm(name=f'stem_bn_{stream}', relu=True)(y)
-
-    r, t = stem('r'), stem('t')
-    for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks_per_stage)):
-      for index in range(blocks):
-        r, t = RiRBlock(width, strides=2 if stage > 0 and index == 0 else 1,
-                        shortcut=self.shortcut, single_conv=self.single_conv,
-                        dtype=self.dtype, conv_impl=self.conv_impl,
-                        bn_momentum=self.bn_momentum,
-                        bn_epsilon=self.bn_epsilon)(r, t, train=train)
-    x = jnp.concatenate([r, t], axis=-1)
+    if self.block == 'plain':
+      x = self._plain_body(x, norm, train)
+    else:
+      x = self._generalized_body(x, norm, train)
     if self.head == 'dense':
       return layers.classifier_logits(x, self.num_classes, self.dtype)
     x = layers.conv(self.num_classes, 1, dtype=self.dtype, conv_impl=self.conv_impl,
                     name='head_conv')(x)
     x = norm(name='head_bn')(x)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+  def _stages(self):
+    """(width, strides) of every RiRBlock in order."""
+    for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks_per_stage)):
+      for index in range(blocks):
+        yield width, 2 if stage > 0 and index == 0 else 1
+
+  def _generalized_body(self, x, norm, train):
+    def stem(stream):
+      y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
+                      name=f'stem_conv_{stream}')(x)
+      return norm(name=f'stem_bn_{stream}', relu=True)(y)
+
+    r, t = stem('r'), stem('t')
+    for width, strides in self._stages():
+      r, t = RiRBlock(width, strides=strides, shortcut=self.shortcut,
+                      single_conv=self.single_conv, outer_shortcut=self.outer_shortcut,
+                      dtype=self.dtype, conv_impl=self.conv_impl,
+                      bn_momentum=self.bn_momentum,
+                      bn_epsilon=self.bn_epsilon)(r, t, train=train)
+    return jnp.concatenate([r, t], axis=-1)
+
+  def _plain_body(self, x, norm, train):
+    x = layers.conv(2 * self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
+                    name='stem_conv')(x)
+    x = norm(name='stem_bn', relu=True)(x)
+    for width, strides in self._stages():
+      x = PlainPairBlock(2 * width, strides=strides, shortcut=self.shortcut,
+                         outer_shortcut=self.outer_shortcut, dtype=self.dtype,
+                         conv_impl=self.conv_impl, bn_momentum=self.bn_momentum,
+                         bn_epsilon=self.bn_epsilon)(x, train=train)
+    return x
 
 
 # Same architecture, each generalized block run as one convolution over concat(r, t).
