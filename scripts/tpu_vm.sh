@@ -172,7 +172,10 @@ queued_state() {
 # READY when the slice can train; anything else (PREEMPTED, missing: empty) means remake it.
 slice_state() {
   if [[ "${QUEUED:-0}" == 1 ]]; then
-    [[ "$(queued_state)" != ACTIVE ]] || echo READY
+    local state
+    state=$(queued_state)
+    [[ "$state" != ACTIVE ]] || state=READY
+    echo "$state"  # else SUSPENDED (preempted), FAILED, ... or empty: none
     return
   fi
   ask_state READY compute tpus tpu-vm describe "$TPU_NAME" --format='value(state)' \
