@@ -6,6 +6,8 @@ account and the TPU API pointed at a dead port, so nothing can reach Google Clou
 """
 import json
 import os
+import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import sys
 import pytest
 
 from launch_helpers import REPO
+from rir_jax import config_check
 
 SCRIPT = REPO / "scripts" / "tpu_vm.sh"
 SETTINGS = {"TPU_NAME": "rir", "ZONE": "us-central2-b", "BUCKET": "gs://my-bucket/exp",
@@ -256,3 +259,21 @@ def test_recorded_commands_pass_gclouds_own_parser(tmp_path, fake_gcloud):
                             timeout=120)
     assert result.returncode != 2 and "unrecognized arguments" not in result.stderr, (
         args, result.stderr)
+
+
+# Chips per slice from its name (JAX sees one device per chip): v4 and v5p count
+# TensorCores, two per chip; v5e and v6e count chips.
+CORES_PER_CHIP = {"v4": 2, "v5p": 2, "v5litepod": 1, "v6e": 1}
+
+
+def test_readme_tpu_example_passes_the_config_checks_on_its_slice():
+  readme = (REPO / "README.md").read_text()
+  block = readme.split("TPU VM slice, from your workstation")[1].split("```bash\n")[1]
+  block = block.split("```")[0]
+  generation, size = re.search(r"ACCELERATOR=(\w+)-(\d+)", block).groups()
+  devices = int(size) // CORES_PER_CHIP[generation]
+  configs = set(re.findall(r"tpu_vm\.sh (?:train|resume|run) \w+ (configs/\w+\.py)", block))
+  assert configs
+  for name in configs:
+    config = runpy.run_path(str(REPO / name))["get_config"]()
+    config_check.validate(config, device_count=devices, process_count=max(1, devices // 4))
