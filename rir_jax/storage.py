@@ -65,12 +65,17 @@ def check_bucket(path: Path) -> None:
                             "this machine's credentials")
 
 
-def find_files(path: Path) -> dict[str, tuple[int, Path]]:
-  """{name relative to `path`: (size, path)} of every object under a gs:// folder."""
+def find_files(path: Path) -> dict[str, tuple[str, Path]]:
+  """{name relative to `path`: (version, path)} of every object under a gs:// folder.
+
+  The version (the object's generation, a number GCS changes on every write, and its
+  size) tells whether an object changed since it was last seen.
+  """
   import gcsfs
   root = os.fspath(path)[len(GCS_PREFIX):].rstrip("/")
   found = gcsfs.GCSFileSystem().find(root, detail=True)
-  return {name[len(root) + 1:]: (int(info["size"]), epath.Path(GCS_PREFIX + name))
+  return {name[len(root) + 1:]: (f"{info.get('generation')}:{info['size']}",
+                                 epath.Path(GCS_PREFIX + name))
           for name, info in found.items() if info.get("type") != "directory"}
 
 

@@ -201,7 +201,8 @@ cmd_prepare() {
   (($# >= 1)) || usage_error "prepare needs a DATASET (e.g. cifar10)"
   local args
   args=$(printf '%q ' "$@")
-  on_workers 0 "cd ~/rir-jax && $VENV/bin/python -m rir_jax.data.prepare ${args}--data_dir $BUCKET/data"
+  on_workers 0 "cd ~/rir-jax &&
+$VENV/bin/python -m rir_jax.data.prepare ${args}--data_dir $BUCKET/data"
 }
 
 check_run_args() {

@@ -1,5 +1,6 @@
 """A data_dir on gs://: prepared into the bucket once, then read on any machine through a
 local mirror, against a local GCS emulator."""
+import io
 import os
 
 import numpy as np
@@ -38,8 +39,10 @@ def test_data_prepared_into_gs_loads_on_a_fresh_machine_as_from_a_local_folder(
   data_dir, tree = f"gs://{BUCKET}/data", tmp_path / "tree"
   _write_tree(tree)
   monkeypatch.setattr(remote, "MIRRORS", tmp_path / "preparing_machine")
-  sources.prepare("image_folder", data_dir=data_dir, manual_dir=tree)
+  prepared = sources.prepare("image_folder", data_dir=data_dir, manual_dir=tree)
+  assert prepared.path.startswith(f"{data_dir}/") and prepared.num_examples["train"] == 8
   assert fs.glob(f"{BUCKET}/data/**/*.array_record*")  # the prepared files are in the bucket
+  assert fs.glob(f"{BUCKET}/data/**/rir_arrays/train_images.npy")  # decoded once, uploaded
 
   monkeypatch.setattr(remote, "MIRRORS", tmp_path / "training_machine")
   from_gs = sources.load_dataset("image_folder", data_dir=data_dir, manual_dir=tree,
@@ -50,6 +53,15 @@ def test_data_prepared_into_gs_loads_on_a_fresh_machine_as_from_a_local_folder(
   for name in ("train_images", "train_labels", "test_images", "test_labels"):
     np.testing.assert_array_equal(getattr(from_gs, name), getattr(local, name))
   assert (tmp_path / "training_machine" / BUCKET / "data").is_dir()
+
+  # An object rewritten in the bucket, same size, is copied again on the next load.
+  (cached,) = fs.glob(f"{BUCKET}/data/**/rir_arrays/train_images.npy")
+  buffer = io.BytesIO()
+  np.save(buffer, 255 - local.train_images)
+  fs.pipe_file(cached, buffer.getvalue())
+  again = sources.load_dataset("image_folder", data_dir=data_dir, manual_dir=tree,
+                               download=False)
+  np.testing.assert_array_equal(again.train_images, 255 - local.train_images)
 
 
 def test_a_gs_data_dir_without_the_dataset_names_the_bucket(emulator, tmp_path, monkeypatch):

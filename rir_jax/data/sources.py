@@ -97,7 +97,10 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
     return Prepared('(generated in memory, nothing to prepare)', dict(_SYNTHETIC_SIZES))
   builder = _prepared_builder(name, data_dir, manual_dir, download)
   counts = {split: len(_split_arrays(builder, split)[1]) for split in SPLITS}
-  return Prepared(os.fspath(builder.data_path), counts)
+  path = os.fspath(builder.data_path)
+  if data_dir is not None and storage.is_remote(data_dir):  # where it went, not the mirror
+    path = path.replace(os.fspath(remote.mirror_dir(os.fspath(data_dir))), os.fspath(data_dir))
+  return Prepared(path, counts)
 
 
 def load(name: str, split: str, *, data_dir: str | None = None,
@@ -208,6 +211,8 @@ def _prepared_remote_builder(name, cls, data_dir, manual_dir, download):
   except DataError as e:  # name the bucket, not the mirror, in what to do
     raise DataError(str(e).replace(mirror, data_dir)) from None
   if not prepared_before:
+    for split in SPLITS:  # decoded once here, rather than on every machine that trains
+      _split_arrays(builder, split)
     remote.upload(data_dir, cls.name)
   return builder
 
