@@ -42,7 +42,7 @@ def is_remote(path: str | os.PathLike) -> bool:
   return os.fspath(path).startswith(GCS_PREFIX)
 
 
-def bucket_of(path: str | os.PathLike) -> str:
+def _bucket_of(path: str | os.PathLike) -> str:
   return os.fspath(path)[len(GCS_PREFIX):].split("/", 1)[0]
 
 
@@ -56,7 +56,7 @@ def check_bucket(path: Path) -> None:
 
   Writing is only tried by the run itself: a probe object would already change the bucket.
   """
-  bucket = bucket_of(path)
+  bucket = _bucket_of(path)
   if not bucket:
     raise FileNotFoundError(f"{path} names no bucket; use gs://BUCKET/FOLDER")
   import gcsfs  # Only runs on gs:// need it; epath's gs:// backend is gcsfs too.

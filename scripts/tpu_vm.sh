@@ -17,7 +17,7 @@
 # is the argument checking and the exact commands, printed by --dry_run or passed to a
 # fake $GCLOUD; each is also parsed by gcloud's own parser (Cloud SDK 528) where installed.
 #
-# Python. The TPU VM images ship Python 3.10; jax 0.10, flax 0.12 and orbax 0.12 need
+# Python. tpu-ubuntu2204-base ships Python 3.10; jax 0.10, flax 0.12 and orbax 0.12 need
 # >= 3.11. install puts uv in ~/.local (pip, from PyPI), makes ~/rir-venv with uv's own
 # CPython $PYTHON_VERSION, and installs the repository there with its `tpu` extra.
 #
@@ -25,7 +25,8 @@
 #   BUCKET/data/                   prepared datasets (--config.data.data_dir)
 #   BUCKET/runs/RUN/               config.json, metrics.jsonl, tensorboard/, checkpoints/
 #   BUCKET/logs/RUN/WORKER.log     each worker's output, copied there every minute
-# Watch a run: tensorboard --logdir BUCKET/runs/RUN, or gcloud storage cat BUCKET/logs/RUN/*
+# Watch a run: its metrics.jsonl and TensorBoard events in BUCKET/runs/RUN, its workers'
+# output in BUCKET/logs/RUN.
 #
 # Preemption. A preempted TPU VM cannot be restarted, only deleted; its disk is lost but
 # the bucket is not. `resume` deletes the slice, creates and installs it again, then runs

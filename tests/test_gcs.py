@@ -5,7 +5,6 @@ objects; killed with SIGKILL and re-run, or re-run over a damaged newest checkpo
 ends bit-identical to an uninterrupted run on a local disk.
 """
 import json
-import os
 import subprocess
 import time
 
@@ -17,9 +16,6 @@ import gcs_emulator
 from launch_helpers import REPO, launch_command, read_checkpoint, result_lines, start, \
     write_tiny_config
 from rir_jax import storage
-
-# gcsfs reads this when first imported: set before any test imports it (see gcs_emulator).
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 BUCKET = "rir-test"
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

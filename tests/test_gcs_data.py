@@ -1,7 +1,6 @@
 """A data_dir on gs://: prepared into the bucket once, then read on any machine through a
 local mirror, against a local GCS emulator."""
 import io
-import os
 
 import numpy as np
 import pytest
@@ -9,8 +8,6 @@ from PIL import Image
 
 import gcs_emulator
 from rir_jax.data import DataError, remote, sources
-
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # see gcs_emulator
 
 BUCKET = "rir-data"
 
