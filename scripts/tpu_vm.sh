@@ -261,6 +261,9 @@ cmd_run() {
       echo "attempt $attempt: slice ${TPU_NAME} is ${state:-missing}: (re)creating it"
       [[ -z "$state" ]] || delete_slice || true
       cmd_create
+    fi
+    # A new slice needs it; an existing one gets this repository's HEAD, as `train` uses.
+    if [[ "$state" != READY ]] || ((attempt == 1)); then
       cmd_install
     fi
     on_workers all "$(worker_command "$@")" && code=0 || code=$?

@@ -229,7 +229,8 @@ def test_unattended_run_stops_on_a_failure_of_launch_py_or_after_max_attempts(tm
   (tmp_path / "state").write_text("READY")
   failed, verbs = _unattended(tmp_path, fake_gcloud, [1])  # e.g. a non-finite loss
   assert failed.returncode == 1 and "failed (exit 1) on a healthy slice" in failed.stderr
-  assert verbs == ["describe", "ssh", "describe"]  # not retried, nothing recreated
+  # Installed (this HEAD) and trained once: not retried, nothing recreated.
+  assert verbs == ["describe", "scp", "ssh", "ssh", "describe"]
   (tmp_path / "calls.jsonl").unlink()
   gave_up, _ = _unattended(tmp_path, fake_gcloud, [255, 255, 255], MAX_ATTEMPTS="2")
   assert gave_up.returncode == 1 and "not completed after 2 attempts" in gave_up.stderr
