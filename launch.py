@@ -14,12 +14,13 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rir_jax import host_memory, run
+from rir_jax import host_memory, run, storage
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder for config.json, metrics, checkpoints.")
+flags.DEFINE_string("workdir", None, "Folder for config.json, metrics, checkpoints: a local "
+                    "path or gs://BUCKET/FOLDER.")
 flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0, for multi-process runs (GPU boxes, loopback).")
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> None:
   if FLAGS.reuse_host_memory:
     host_memory.reuse_freed_memory()  # before JAX starts its threads
   sys.exit(run.launch(
-      FLAGS.config, pathlib.Path(FLAGS.workdir),
+      FLAGS.config, storage.as_path(FLAGS.workdir),
       distributed=run.Distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                   FLAGS.process_id, FLAGS.auto_distributed,
                                   FLAGS.distributed_timeout),

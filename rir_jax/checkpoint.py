@@ -5,10 +5,11 @@ Every process must call every method here: Orbax coordinates saves across hosts.
 from __future__ import annotations
 
 import logging
-import pathlib
 
 import jax
 import orbax.checkpoint as ocp
+
+from rir_jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ def _brief(error: BaseException) -> str:
 class Checkpoints:
   """The run's checkpoint folder: save every so often, resume from the newest good one."""
 
-  def __init__(self, directory: pathlib.Path, *, keep: int):
-    self._directory = directory.resolve()
+  def __init__(self, directory: storage.Path, *, keep: int):
+    self._directory = storage.absolute(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=True,
         # A save killed half-way leaves a temporary folder; Orbax ignores and removes it.

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import checkpoint, feeding, metrics as metrics_lib, optim, parallel, train
+from rir_jax import checkpoint, feeding, metrics as metrics_lib, optim, parallel, storage, train
 from rir_jax.data import Dataset, pipeline
 from rir_jax.models import get_model
 
@@ -153,9 +153,8 @@ def _drop_lines_after(path: pathlib.Path, step: int) -> None:
   if not path.exists():
     return
   kept = [line for line in metrics_lib.read_metrics(path) if line["step"] <= step]
-  tmp = path.with_suffix(".jsonl.tmp")  # rename, so a kill here never loses the file
-  tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
-  tmp.replace(path)
+  # All or nothing, so a kill here never loses the file.
+  storage.write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pathlib
 import sys
 import time
 
 import tqdm
+
+from rir_jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,12 @@ class MetricsWriter:
   Only the main process writes: pass `enabled=False` elsewhere.
   """
 
-  def __init__(self, workdir: pathlib.Path, *, enabled: bool):
+  def __init__(self, workdir: storage.Path, *, enabled: bool):
     self._enabled = enabled
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # Writes event files without TensorFlow.
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    self._jsonl = storage.open_log(workdir / "metrics.jsonl")
     self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -51,9 +52,9 @@ class MetricsWriter:
       self._tb.close()
 
 
-def read_metrics(path: pathlib.Path) -> list[dict]:
-  """The lines of a metrics.jsonl file, as dicts."""
-  with open(path, encoding="utf-8") as f:
+def read_metrics(path: storage.Path | str) -> list[dict]:
+  """The lines of a metrics.jsonl file (local or gs://), as dicts."""
+  with storage.as_path(path).open(encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
 
 

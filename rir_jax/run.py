@@ -6,7 +6,7 @@ exit code 2; failures during the run exit 1.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
+import logging
 import socket
 import sys
 from typing import NoReturn
@@ -14,8 +14,9 @@ from typing import NoReturn
 import jax
 import ml_collections
 
-from rir_jax import checkpoint, config_check, data, loop, parallel, workdir as workdir_lib
+from rir_jax import checkpoint, config_check, data, loop, parallel, storage, workdir as workdir_lib
 
+log = logging.getLogger(__name__)
 USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)
 
 
@@ -73,7 +74,14 @@ def _check_model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> No
     raise UsageError(f"--config.model: {one_line(error)}") from error
 
 
-def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
+def _log_devices() -> None:
+  """What the run will train on: the first line to read when a GPU or TPU went unused."""
+  log.info("jax %s, backend %s: %d device(s) of kind %r, %d local, %d process(es)",
+           jax.__version__, jax.default_backend(), jax.device_count(),
+           jax.devices()[0].device_kind, jax.local_device_count(), jax.process_count())
+
+
+def _prepare(config, workdir: storage.Path, distributed: Distributed,
              jax_cache_dir: str) -> data.Dataset:
   """All checks that need no workdir; returns the dataset the run will use."""
   _check_distributed(distributed)
@@ -95,13 +103,14 @@ def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
   return dataset
 
 
-def launch(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
+def launch(config: ml_collections.ConfigDict, workdir: storage.Path, *,
            distributed: Distributed, jax_cache_dir: str) -> int:
   """Runs the whole command; returns the exit code (usage errors exit 2 directly)."""
   try:
     dataset = _prepare(config, workdir, distributed, jax_cache_dir)
   except (UsageError, *USAGE_ERRORS) as error:
     usage_error(one_line(error))
+  _log_devices()  # after the checks: a usage error stays one line on stderr
   workdir_lib.claim(workdir, config, write=parallel.is_main_process())
   try:
     final = loop.train_and_evaluate(config, workdir, dataset)

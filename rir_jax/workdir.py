@@ -7,6 +7,8 @@ import tempfile
 
 import ml_collections
 
+from rir_jax import storage
+
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its results.
 _FREE_KEYS = ("allow_config_change",)
@@ -33,8 +35,30 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
   return diffs
 
 
-def check(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def check(workdir: storage.Path, config: ml_collections.ConfigDict) -> None:
   """Raises WorkdirError without touching anything on disk."""
+  if storage.is_remote(workdir):
+    _check_bucket(workdir)
+  else:
+    _check_local_folder(workdir)
+  saved = workdir / CONFIG_FILE
+  if saved.exists() and not config.allow_config_change:
+    diffs = _differences(json.loads(saved.read_text()), config_json(config))
+    if diffs:
+      raise WorkdirError(
+          f"--workdir={workdir} holds a run with another config ({'; '.join(diffs[:3])}"
+          f"{'; ...' if len(diffs) > 3 else ''}); use a new workdir or "
+          "--config.allow_config_change=True to resume it anyway")
+
+
+def _check_bucket(workdir: storage.Path) -> None:
+  try:
+    storage.check_bucket(workdir)
+  except Exception as error:  # noqa: BLE001 - credentials, network: all mean "cannot use"
+    raise WorkdirError(f"--workdir={workdir}: {' '.join(str(error).split())}") from error
+
+
+def _check_local_folder(workdir: pathlib.Path) -> None:
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f"--workdir={workdir} is a file; give a folder path")
   existing = workdir
@@ -46,20 +70,11 @@ def check(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
   except OSError as error:
     raise WorkdirError(f"--workdir={workdir}: cannot write in {existing} ({error.strerror}); "
                        "choose a folder you can write to") from error
-  saved = workdir / CONFIG_FILE
-  if saved.exists() and not config.allow_config_change:
-    diffs = _differences(json.loads(saved.read_text()), config_json(config))
-    if diffs:
-      raise WorkdirError(
-          f"--workdir={workdir} holds a run with another config ({'; '.join(diffs[:3])}"
-          f"{'; ...' if len(diffs) > 3 else ''}); use a new workdir or "
-          "--config.allow_config_change=True to resume it anyway")
 
 
-def claim(workdir: pathlib.Path, config: ml_collections.ConfigDict, *, write: bool) -> None:
+def claim(workdir: storage.Path, config: ml_collections.ConfigDict, *, write: bool) -> None:
   """Creates the folder and records the resolved config (main process only writes)."""
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir.mkdir(parents=True, exist_ok=True)  # on gs:// folders are implicit: a no-op
   if write:
-    tmp = workdir / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config_json(config), indent=2, sort_keys=True) + "\n")
-    tmp.replace(workdir / CONFIG_FILE)
+    storage.write_atomic(workdir / CONFIG_FILE,
+                         json.dumps(config_json(config), indent=2, sort_keys=True) + "\n")

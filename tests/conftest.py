@@ -13,6 +13,9 @@ os.environ.setdefault("PJRT_NPROC", "8")
 # JAX's persistent cache compiles each once per session.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="rir_jax_xla_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# gcsfs reads this when first imported, whichever test imports it first: the plain file
+# system, as the GCS emulator of the gs:// tests needs (tests/gcs_emulator.py says why).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import pytest  # noqa: E402
 

@@ -10,7 +10,7 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
-from rir_jax import metrics
+from rir_jax import metrics, storage
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -63,9 +63,9 @@ def start(command: list[str], log: pathlib.Path, **env: str) -> subprocess.Popen
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def read_checkpoint(workdir: pathlib.Path, step: int) -> dict:
+def read_checkpoint(workdir: storage.Path, step: int) -> dict:
   """The saved train state at `step` as numpy arrays, whatever device layout wrote it."""
-  manager = ocp.CheckpointManager((workdir / "checkpoints").resolve(),
+  manager = ocp.CheckpointManager(storage.absolute(workdir / "checkpoints"),
                                   options=ocp.CheckpointManagerOptions(create=False),
                                   item_handlers=ocp.StandardCheckpointHandler())
   try:

@@ -15,8 +15,10 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rir_jax import storage
 from rir_jax.data import builders
 from rir_jax.data import image_folder
+from rir_jax.data import remote
 from rir_jax.data.errors import DataError
 
 _BUILDERS = {
@@ -95,7 +97,10 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
     return Prepared('(generated in memory, nothing to prepare)', dict(_SYNTHETIC_SIZES))
   builder = _prepared_builder(name, data_dir, manual_dir, download)
   counts = {split: len(_split_arrays(builder, split)[1]) for split in SPLITS}
-  return Prepared(os.fspath(builder.data_path), counts)
+  path = os.fspath(builder.data_path)
+  if data_dir is not None and storage.is_remote(data_dir):  # where it went, not the mirror
+    path = path.replace(os.fspath(remote.mirror_dir(os.fspath(data_dir))), os.fspath(data_dir))
+  return Prepared(path, counts)
 
 
 def load(name: str, split: str, *, data_dir: str | None = None,
@@ -168,6 +173,8 @@ def _prepared_builder(name, data_dir, manual_dir, download):
   """The builder of `name`, prepared from manual_dir or a download if it is not yet."""
   cls = builder_class(name)
   data_dir = os.path.expanduser(os.fspath(data_dir or default_data_dir()))
+  if storage.is_remote(data_dir):
+    return _prepared_remote_builder(name, cls, data_dir, manual_dir, download)
   if manual_dir is not None:
     manual_dir = os.path.expanduser(os.fspath(manual_dir))
   with _quiet_tfds():
@@ -188,6 +195,25 @@ def _prepared_builder(name, data_dir, manual_dir, download):
       builder = cls.create(data_dir, manual_dir)
       if not builder.is_prepared():
         raise DataError(f'could not prepare {name} in {data_dir}: {e}') from None
+  return builder
+
+
+def _prepared_remote_builder(name, cls, data_dir, manual_dir, download):
+  """The builder over the local mirror of a gs:// data_dir; what it prepares is uploaded."""
+  try:
+    mirror = os.fspath(remote.download(data_dir, cls.name, derived_cache=_CACHE_DIR))
+  except Exception as e:  # noqa: BLE001 - no bucket, no credentials, no network
+    raise DataError(f'cannot read data_dir {data_dir}: {" ".join(str(e).split())}') from None
+  with _quiet_tfds():
+    prepared_before = cls.create(mirror, manual_dir).is_prepared()
+  try:
+    builder = _prepared_builder(name, mirror, manual_dir, download)
+  except DataError as e:  # name the bucket, not the mirror, in what to do
+    raise DataError(str(e).replace(mirror, data_dir)) from None
+  if not prepared_before:
+    for split in SPLITS:  # decoded once here, rather than on every machine that trains
+      _split_arrays(builder, split)
+    remote.upload(data_dir, cls.name)
   return builder
 
 

@@ -1,0 +1,116 @@
+"""Where a run's files live: a local folder or a `gs://bucket/folder` URL.
+
+Local paths stay `pathlib.Path`; `gs://` URLs become `etils.epath.Path` (gcsfs underneath),
+which has the same methods, so the rest of the project writes one code path for both.
+What differs is here:
+
+- Google Cloud Storage has no rename: a new object replaces the old one whole, and a
+  reader sees either, never a mix. `write_atomic` uses that instead of rename.
+- Objects cannot be appended to. `open_log` gives a file-like log that, on gs://, holds
+  the object's text in memory and uploads all of it on every flush: each flush leaves a
+  whole object of whole lines (no torn last line, unlike a local file after a power cut).
+  One upload per metrics line; GCS allows about one update per second to one object, and
+  gcsfs retries the ones it refuses (HTTP 429) after a pause.
+- Orbax writes checkpoints to gs:// through TensorStore, natively; TensorBoard event
+  files go through tensorboardX's own gs:// writer (google-cloud-storage).
+
+Credentials are the environment's (Application Default Credentials: a TPU VM's service
+account, or `gcloud auth application-default login`). For a local emulator, gcsfs and
+google-cloud-storage read STORAGE_EMULATOR_HOST, TensorStore TENSORSTORE_GCS_HTTP_URL.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+from typing import Union
+
+from etils import epath
+
+GCS_PREFIX = "gs://"
+
+Path = Union[pathlib.Path, epath.Path]
+
+
+def as_path(text: str | os.PathLike) -> Path:
+  """A gs:// URL as an epath.Path, anything else as a local pathlib.Path."""
+  text = os.fspath(text)
+  return epath.Path(text) if is_remote(text) else pathlib.Path(text)
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+  return os.fspath(path).startswith(GCS_PREFIX)
+
+
+def _bucket_of(path: str | os.PathLike) -> str:
+  return os.fspath(path)[len(GCS_PREFIX):].split("/", 1)[0]
+
+
+def absolute(path: Path) -> Path:
+  """Local paths made absolute; gs:// URLs as they are (epath would read them as local)."""
+  return path if is_remote(path) else path.resolve()
+
+
+def check_bucket(path: Path) -> None:
+  """Raises FileNotFoundError unless the bucket of a gs:// path exists and can be listed.
+
+  Writing is only tried by the run itself: a probe object would already change the bucket.
+  """
+  bucket = _bucket_of(path)
+  if not bucket:
+    raise FileNotFoundError(f"{path} names no bucket; use gs://BUCKET/FOLDER")
+  import gcsfs  # Only runs on gs:// need it; epath's gs:// backend is gcsfs too.
+  if not gcsfs.GCSFileSystem().exists(bucket):
+    raise FileNotFoundError(f"bucket gs://{bucket} does not exist or cannot be read with "
+                            "this machine's credentials")
+
+
+def find_files(path: Path) -> dict[str, tuple[str, Path]]:
+  """{name relative to `path`: (version, path)} of every object under a gs:// folder.
+
+  The version (the object's generation, a number GCS changes on every write, and its
+  size) tells whether an object changed since it was last seen.
+  """
+  import gcsfs
+  root = os.fspath(path)[len(GCS_PREFIX):].rstrip("/")
+  found = gcsfs.GCSFileSystem().find(root, detail=True)
+  return {name[len(root) + 1:]: (f"{info.get('generation')}:{info['size']}",
+                                 epath.Path(GCS_PREFIX + name))
+          for name, info in found.items() if info.get("type") != "directory"}
+
+
+def write_atomic(path: Path, text: str) -> None:
+  """Replaces `path` with `text` so that a reader, or a kill, never sees half of it."""
+  if is_remote(path):
+    path.write_text(text)  # one object upload: all or nothing
+    return
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def open_log(path: Path):
+  """A text log to append lines to: a local file, or a gs:// object rewritten on flush."""
+  if is_remote(path):
+    return _ObjectLog(path)
+  return open(path, "a", encoding="utf-8")
+
+
+class _ObjectLog(io.StringIO):
+  """Appends in memory; `flush` uploads the whole text as one object (see module doc)."""
+
+  def __init__(self, path: epath.Path):
+    super().__init__(path.read_text() if path.exists() else "")
+    self.seek(0, io.SEEK_END)
+    self._path = path
+    self._uploaded = self.tell()
+
+  def flush(self) -> None:
+    if self.tell() != self._uploaded:
+      self._path.write_text(self.getvalue())
+      self._uploaded = self.tell()
+
+  def close(self) -> None:
+    if not self.closed:
+      self.flush()
+    super().close()

@@ -1,0 +1,131 @@
+"""Workdirs on gs://, end to end against a local GCS emulator: no gcsfuse, no local copy.
+
+The run writes config.json, metrics.jsonl, TensorBoard events and Orbax checkpoints as
+objects; killed with SIGKILL and re-run, or re-run over a damaged newest checkpoint, it
+ends bit-identical to an uninterrupted run on a local disk.
+"""
+import json
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import gcs_emulator
+from launch_helpers import REPO, launch_command, read_checkpoint, result_lines, start, \
+    write_tiny_config
+from rir_jax import storage
+
+BUCKET = "rir-test"
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(scope="module")
+def emulator():
+  with gcs_emulator.running_emulator() as (url, fs):
+    gcs_emulator.create_bucket(url, BUCKET)
+    yield url, fs
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  return write_tiny_config(tmp_path_factory.mktemp("config"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, tmp_path_factory):
+  """The uninterrupted run on a local disk that every gs:// run must end equal to."""
+  workdir = tmp_path_factory.mktemp("reference") / "run"
+  result = subprocess.run(launch_command(tiny, workdir), capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def _last_step(fs, workdir: str) -> int:
+  try:
+    text = fs.cat_file(workdir.removeprefix("gs://") + "/metrics.jsonl").decode()
+  except FileNotFoundError:
+    return -1
+  return max((json.loads(line)["step"] for line in text.splitlines()), default=-1)
+
+
+def _run(tiny, workdir: str, log, fs, *, kill_after_step: int | None = None) -> int | None:
+  """launch.py into `workdir`; SIGKILLed once metrics reach `kill_after_step` (then None)."""
+  proc = start(launch_command(tiny, workdir), log)
+  began = time.monotonic()
+  while proc.poll() is None:
+    assert time.monotonic() - began < 240, f"no end in sight, see {log}"
+    if kill_after_step is not None and _last_step(fs, workdir) >= kill_after_step:
+      proc.kill()
+      proc.wait()
+      return None
+    time.sleep(0.05)
+  return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(emulator, tiny, tmp_path_factory):
+  """A gs:// run killed by SIGKILL after step 6, then re-run to the end."""
+  _, fs = emulator
+  logs = tmp_path_factory.mktemp("logs")
+  workdir = f"gs://{BUCKET}/runs/killed"
+  assert _run(tiny, workdir, logs / "0.log", fs, kill_after_step=6) is None
+  code = _run(tiny, workdir, logs / "1.log", fs)
+  assert code == 0, (logs / "1.log").read_text()[-3000:]
+  return workdir, (logs / "1.log").read_text()
+
+
+def _assert_same_result(workdir, reference_workdir):
+  assert result_lines(workdir) == result_lines(reference_workdir)
+  a, b = read_checkpoint(workdir, 12), read_checkpoint(reference_workdir, 12)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_killed_run_on_gs_resumes_bit_identical_and_writes_the_workdir_contract(
+    killed_and_resumed, reference, emulator):
+  workdir, log = killed_and_resumed
+  _, fs = emulator
+  assert "resuming at step" in log and "resuming at step 0" not in log, log[-3000:]
+  _assert_same_result(storage.as_path(workdir), reference)
+  prefix = workdir.removeprefix("gs://")
+  config = json.loads(fs.cat_file(f"{prefix}/config.json"))
+  assert config["num_train_steps"] == 12
+  assert fs.glob(f"{prefix}/tensorboard/events.out.tfevents.*")
+  assert fs.exists(f"{prefix}/checkpoints/12/commit_success.txt")
+  assert not (REPO / "gs:").exists()  # nothing went to a local folder named like the URL
+
+
+@pytest.mark.slow
+def test_damaged_newest_checkpoint_on_gs_is_set_aside_and_the_run_ends_the_same(
+    killed_and_resumed, reference, emulator, tiny, tmp_path):
+  _, fs = emulator
+  source, _ = killed_and_resumed
+  workdir = f"gs://{BUCKET}/runs/damaged"
+  fs.copy(source.removeprefix("gs://") + "/", workdir.removeprefix("gs://") + "/",
+          recursive=True)
+  step_12 = workdir.removeprefix("gs://") + "/checkpoints/12"
+  data_files = [p for p in fs.find(step_12) if "/d/" in p]
+  assert data_files
+  for path in data_files:  # truncated, as by an interrupted copy between buckets
+    fs.pipe_file(path, fs.cat_file(path)[:10])
+
+  code = _run(tiny, workdir, tmp_path / "log", fs)
+  log = (tmp_path / "log").read_text()
+  assert code == 0, log[-3000:]
+  assert "checkpoint at step 12 is damaged" in log and "resuming at step 10" in log, log[-3000:]
+  checkpoints = workdir.removeprefix("gs://") + "/checkpoints"
+  assert fs.exists(f"{checkpoints}/damaged-12/commit_success.txt")  # kept, not deleted
+  _assert_same_result(storage.as_path(workdir), reference)
+
+
+def test_missing_bucket_is_a_usage_error_and_writes_nothing(emulator, tiny, tmp_path):
+  _, fs = emulator
+  result = subprocess.run(launch_command(tiny, "gs://no-such-bucket/runs/x"), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.count("\n") == 1 and "gs://no-such-bucket" in result.stderr
+  assert not (REPO / "gs:").exists() and not fs.exists("no-such-bucket")
