@@ -62,8 +62,8 @@ class GeneralizedResidualBlock(nn.Module):
   bn_epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, r: jax.Array, t: jax.Array, *,
-               train: bool) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, r: jax.Array, t: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     shape = (3, 3, r.shape[-1], self.features)
     kernels = {name: self.param(name, layers.he_normal, shape, jnp.float32)
                for name in KERNEL_NAMES}
@@ -85,7 +85,7 @@ class GeneralizedResidualBlock(nn.Module):
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype,
                              conv_impl=self.conv_impl, relu=True, kernel_sums=False)
-    return norm(name='bn_r')(r_out), norm(name='bn_t')(t_out)
+    return norm(name='bn_r')(r_out, mask), norm(name='bn_t')(t_out, mask)
 
 
 class RiRBlock(nn.Module):
@@ -106,15 +106,15 @@ class RiRBlock(nn.Module):
   bn_epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, r: jax.Array, t: jax.Array, *,
-               train: bool) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, r: jax.Array, t: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     block = functools.partial(
         GeneralizedResidualBlock, self.features, shortcut=self.shortcut,
         single_conv=self.single_conv, dtype=self.dtype, conv_impl=self.conv_impl,
         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
     r_in = r
-    r, t = block(strides=self.strides)(r, t, train=train)
-    r, t = block()(r, t, train=train)
+    r, t = block(strides=self.strides)(r, t, train=train, mask=mask)
+    r, t = block()(r, t, train=train, mask=mask)
     r += layers.shortcut(r_in, self.features, self.strides, self.shortcut,
                          dtype=self.dtype, conv_impl=self.conv_impl)
     return r, t
@@ -167,7 +167,8 @@ class RiR(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> jax.Array:
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype,
                              conv_impl=self.conv_impl)
@@ -175,7 +176,7 @@ class RiR(nn.Module):
     def stem(stream):
       y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
                       name=f'stem_conv_{stream}')(x)
-      return norm(name=f'stem_bn_{stream}', relu=True)(y)
+      return norm(name=f'stem_bn_{stream}', relu=True)(y, mask)
 
     r, t = stem('r'), stem('t')
     for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks_per_stage)):
@@ -184,13 +185,13 @@ class RiR(nn.Module):
                         shortcut=self.shortcut, single_conv=self.single_conv,
                         dtype=self.dtype, conv_impl=self.conv_impl,
                         bn_momentum=self.bn_momentum,
-                        bn_epsilon=self.bn_epsilon)(r, t, train=train)
+                        bn_epsilon=self.bn_epsilon)(r, t, train=train, mask=mask)
     x = jnp.concatenate([r, t], axis=-1)
     if self.head == 'dense':
       return layers.classifier_logits(x, self.num_classes, self.dtype)
     x = layers.conv(self.num_classes, 1, dtype=self.dtype, conv_impl=self.conv_impl,
                     name='head_conv')(x)
-    x = norm(name='head_bn')(x)
+    x = norm(name='head_bn')(x, mask)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
