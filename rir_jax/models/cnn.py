@@ -52,7 +52,8 @@ class CNN(nn.Module):
     def conv_bn_relu(x, features, strides=1):
       x = layers.conv(features, 3, strides, dtype=self.dtype, conv_impl=self.conv_impl)(x)
       return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(x, mask)
+                               dtype=self.dtype, conv_impl=self.conv_impl,
+                               relu=True)(x, mask=mask)
 
     x = conv_bn_relu(x, self.widths[0])
     for stage, width in enumerate(self.widths):

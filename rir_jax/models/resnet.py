@@ -30,7 +30,8 @@ class PreActBlock(nn.Module):
                mask: jax.Array | None = None) -> jax.Array:
     def bn_relu(y):
       return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(y, mask)
+                               dtype=self.dtype, conv_impl=self.conv_impl,
+                               relu=True)(y, mask=mask)
 
     y = bn_relu(x)
     residual = layers.shortcut(x, self.features, self.strides, self.shortcut,
@@ -92,5 +93,6 @@ class ResNet(nn.Module):
                         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)(
                             x, train=train, mask=mask)
     x = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(x, mask)
+                          dtype=self.dtype, conv_impl=self.conv_impl,
+                          relu=True)(x, mask=mask)
     return layers.classifier_logits(x, self.num_classes, self.dtype)

@@ -85,7 +85,7 @@ class GeneralizedResidualBlock(nn.Module):
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype,
                              conv_impl=self.conv_impl, relu=True, kernel_sums=False)
-    return norm(name='bn_r')(r_out, mask), norm(name='bn_t')(t_out, mask)
+    return norm(name='bn_r')(r_out, mask=mask), norm(name='bn_t')(t_out, mask=mask)
 
 
 class RiRBlock(nn.Module):
@@ -176,7 +176,7 @@ class RiR(nn.Module):
     def stem(stream):
       y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
                       name=f'stem_conv_{stream}')(x)
-      return norm(name=f'stem_bn_{stream}', relu=True)(y, mask)
+      return norm(name=f'stem_bn_{stream}', relu=True)(y, mask=mask)
 
     r, t = stem('r'), stem('t')
     for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks_per_stage)):
@@ -191,7 +191,7 @@ class RiR(nn.Module):
       return layers.classifier_logits(x, self.num_classes, self.dtype)
     x = layers.conv(self.num_classes, 1, dtype=self.dtype, conv_impl=self.conv_impl,
                     name='head_conv')(x)
-    x = norm(name='head_bn')(x, mask)
+    x = norm(name='head_bn')(x, mask=mask)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
