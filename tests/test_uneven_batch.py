@@ -198,7 +198,8 @@ def test_padding_leaves_each_example_s_augmentation_as_it_was(partitionable):
   np.testing.assert_array_equal(padded[:37], alone)
 
 
-@pytest.mark.parametrize("devices, processes", [(8, 1), (16, 2), (32, 4)])
+# (16, 4): a v4-32 slice, 16 chips on 4 hosts.
+@pytest.mark.parametrize("devices, processes", [(8, 1), (16, 2), (16, 4), (32, 4)])
 def test_the_paper_recipe_validates_on_any_device_count(devices, processes):
   for config in (rir_cifar.get_config(), rir_cifar.get_config("smoke"),
                  resnet_cifar.get_config()):

@@ -110,11 +110,12 @@ def _normalize_backward(epsilon, relu, dtype, kernels, residuals, cotangents):
   # terms are the path through the statistics, which only weighted rows feed.
   slope = -scale * inv_std * inv_std * grad_scale / n
   offset = -a * grad_bias / n - mean * slope
-  through_stats = x.astype(_F32) * slope + offset
-  if weights is not None:
-    through_stats = through_stats * _per_example(weights, x)
-  dx = (_masked(x, dy, a, b, relu) * a + through_stats).astype(x.dtype)
-  return dx, grad_scale, grad_bias, None
+  direct, xf = _masked(x, dy, a, b, relu) * a, x.astype(_F32)
+  if weights is None:
+    dx = direct + xf * slope + offset
+  else:
+    dx = direct + (xf * slope + offset) * _per_example(weights, x)
+  return dx.astype(x.dtype), grad_scale, grad_bias, None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
