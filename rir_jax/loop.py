@@ -117,6 +117,7 @@ class Trainer:
 
 
 def _log_padding(config: ml_collections.ConfigDict, device_count: int) -> None:
+  """Says once which batches are fed padded: their cost, and that it is not a mistake."""
   for key in ("batch_size", "eval_batch_size"):
     rows = pipeline.padded_size(config[key], device_count)
     if rows != config[key]:

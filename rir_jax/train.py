@@ -85,7 +85,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   key = jax.random.fold_in(state.rng, state.step)
   images = augment_lib.augment(batch["image"], key, cfg.augmentation, cfg.examples_per_batch)
   inputs = _inputs(cfg, images)
-  mask = example_mask(len(images), cfg.examples_per_batch)
+  mask = _example_mask(len(images), cfg.examples_per_batch)
   masked = {} if mask is None else {"mask": mask}
 
   def loss_fn(params):
@@ -113,7 +113,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   return new_state, metrics
 
 
-def example_mask(rows: int, num_examples: int | None) -> jax.Array | None:
+def _example_mask(rows: int, num_examples: int | None) -> jax.Array | None:
   """True for the leading `num_examples` of `rows`; None where every row is an example
   (the unpadded step then stays exactly what it was without masks)."""
   if num_examples is None or num_examples == rows:
