@@ -42,8 +42,10 @@ class BatchNorm(nn.BatchNorm):
   impl: str = 'xla'  # accepted and ignored: flax's passes run on XLA
   kernel_sums: bool = True  # likewise
 
-  def __call__(self, x):  # noqa: D102
-    y = super().__call__(x)
+  def __call__(self, x, mask=None):  # noqa: D102
+    # flax's mask is per value: one per example, broadcast over the rest.
+    per_value = None if mask is None else mask.reshape(-1, *(1,) * (x.ndim - 1))
+    y = super().__call__(x, mask=per_value)
     return nn.relu(y) if self.relu else y
 
 

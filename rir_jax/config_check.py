@@ -4,7 +4,7 @@ from __future__ import annotations
 import ml_collections
 
 from rir_jax import ops, optim
-from rir_jax.data import DATASET_NAMES
+from rir_jax.data import DATASET_NAMES, pipeline
 from rir_jax.models import MODEL_NAMES
 
 
@@ -28,12 +28,6 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
   for part in dotted.split("."):
     config = config[part]
   return config
-
-
-def _divisible(key: str, value: int, by: int, what: str) -> None:
-  if value % by:
-    raise ConfigError(f"--config.{key}={value} is not divisible by the {by} {what}; "
-                      f"use a multiple of {by}")
 
 
 def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
@@ -68,5 +62,10 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     raise ConfigError("--config.schedule.boundaries_epochs must be increasing, got "
                       f"{tuple(config.schedule.boundaries_epochs)}")
   for key in ("batch_size", "eval_batch_size"):
-    _divisible(key, config[key], device_count, "devices")
-    _divisible(key, config[key], process_count, "processes")
+    # Any batch fits any device count (padded: rir_jax.data.pipeline), but the processes
+    # must be able to share the padded rows evenly.
+    rows = pipeline.padded_size(config[key], device_count)
+    if rows % process_count:
+      raise ConfigError(f"--config.{key}={config[key]} fills {rows} rows on {device_count} "
+                        f"devices, which {process_count} processes cannot share evenly; "
+                        "give every process the same number of devices")

@@ -57,16 +57,20 @@ def make_model(config: ml_collections.ConfigDict, num_classes: int):
                    dtype=DTYPES[config.dtype], conv_impl=config.conv_impl, **kwargs)
 
 
-def make_step_config(config: ml_collections.ConfigDict, dataset: Dataset,
-                     plan: Plan) -> train.StepConfig:
+def make_step_config(config: ml_collections.ConfigDict, dataset: Dataset, plan: Plan,
+                     device_count: int | None = None) -> train.StepConfig:
+  """The step functions' static configuration; `device_count` (default: all devices)
+  decides whether the global batch is fed padded (rir_jax.data.pipeline.padded_size)."""
   schedule = optim.learning_rate_schedule(config, plan.steps_per_epoch, plan.total_steps)
+  rows = pipeline.padded_size(config.batch_size, device_count or jax.device_count())
   return train.StepConfig(
       model=make_model(config, dataset.num_classes),
       tx=optim.make_optimizer(config, schedule), schedule=schedule,
       num_classes=dataset.num_classes, augmentation=dataset.augmentation,
       mean=tuple(float(m) for m in dataset.mean), std=tuple(float(s) for s in dataset.std),
       dtype=DTYPES[config.dtype], label_smoothing=config.label_smoothing,
-      skip_nonfinite=config.nan_policy == "skip_step")
+      skip_nonfinite=config.nan_policy == "skip_step",
+      examples_per_batch=config.batch_size if rows != config.batch_size else None)
 
 
 class Trainer:
@@ -75,7 +79,8 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict, dataset: Dataset, plan: Plan,
                mesh: Mesh | None = None):
     self.mesh = mesh if mesh is not None else parallel.make_mesh()
-    self.cfg = make_step_config(config, dataset, plan)
+    self.cfg = make_step_config(config, dataset, plan, self.mesh.size)
+    _log_padding(config, self.mesh.size)
     rep, data = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
     image_shape = dataset.train_images.shape[1:]
     create = jax.jit(lambda: train.create_train_state(self.cfg, config.seed, image_shape),
@@ -109,6 +114,16 @@ class Trainer:
     count = float(summed["count"])
     return {"eval/loss": float(summed["loss_sum"]) / count,
             "eval/accuracy": float(summed["correct"]) / count, "eval/examples": int(count)}
+
+
+def _log_padding(config: ml_collections.ConfigDict, device_count: int) -> None:
+  """Says once which batches are fed padded: their cost, and that it is not a mistake."""
+  for key in ("batch_size", "eval_batch_size"):
+    rows = pipeline.padded_size(config[key], device_count)
+    if rows != config[key]:
+      log.info("%s %d is fed as %d rows over %d devices: %d padding rows, masked out of "
+               "the loss, gradients, batch norm and metrics", key, config[key], rows,
+               device_count, rows - config[key])
 
 
 class _TrainLog:

@@ -42,6 +42,9 @@ class StepConfig:
   dtype: Any = jnp.float32
   label_smoothing: float = 0.0
   skip_nonfinite: bool = False
+  # Where the global batch is padded to fill every device: its examples, the leading
+  # rows; the rest count nowhere (rir_jax.data.pipeline.batch_rows). None: no padding.
+  examples_per_batch: int | None = None
 
 
 def create_train_state(step_config: StepConfig, seed: int,
@@ -74,17 +77,23 @@ def _inputs(cfg: StepConfig, images: jax.Array) -> jax.Array:
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                cfg: StepConfig) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One SGD step on the global batch; augmentation keyed by (seed, step)."""
+  """One SGD step on the global batch; augmentation keyed by (seed, step).
+
+  Padding rows (see StepConfig.examples_per_batch) count nowhere: not in the loss, its
+  gradients, batch norm's statistics or the metrics.
+  """
   key = jax.random.fold_in(state.rng, state.step)
-  images = augment_lib.augment(batch["image"], key, cfg.augmentation)
+  images = augment_lib.augment(batch["image"], key, cfg.augmentation, cfg.examples_per_batch)
   inputs = _inputs(cfg, images)
+  mask = _example_mask(len(images), cfg.examples_per_batch)
+  masked = {} if mask is None else {"mask": mask}
 
   def loss_fn(params):
     logits, new_vars = cfg.model.apply(
         {"params": params, "batch_stats": state.batch_stats}, inputs, train=True,
-        mutable=["batch_stats"])
-    loss = cross_entropy(logits, batch["label"], cfg.num_classes, cfg.label_smoothing).mean()
-    return loss, (logits, new_vars["batch_stats"])
+        mutable=["batch_stats"], **masked)
+    losses = cross_entropy(logits, batch["label"], cfg.num_classes, cfg.label_smoothing)
+    return _mean(losses, mask), (logits, new_vars["batch_stats"])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
@@ -97,11 +106,26 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
     new_state = _keep_old_unless(finite, new_state, state)
   metrics = {
       "loss": loss,
-      "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+      "accuracy": _mean(jnp.argmax(logits, -1) == batch["label"], mask),
       "learning_rate": cfg.schedule(state.step),
       "finite": finite,
   }
   return new_state, metrics
+
+
+def _example_mask(rows: int, num_examples: int | None) -> jax.Array | None:
+  """True for the leading `num_examples` of `rows`; None where every row is an example
+  (the unpadded step then stays exactly what it was without masks)."""
+  if num_examples is None or num_examples == rows:
+    return None
+  return jnp.arange(rows) < num_examples
+
+
+def _mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Mean over the examples: the rows where `mask` is True (all of them if None)."""
+  if mask is None:
+    return jnp.mean(values)
+  return jnp.sum(jnp.where(mask, values, 0)) / jnp.sum(mask)
 
 
 def _all_finite(tree) -> jax.Array:

@@ -46,9 +46,6 @@ def _cases(tmp: pathlib.Path, shared_data: pathlib.Path) -> dict[str, tuple[list
       "unknown_optimizer": ([SMOKE, work("h"), "--config.optimizer.name=lion"], "lion"),
       "unknown_schedule": ([SMOKE, work("i"), "--config.schedule.name=step"], "step"),
       "unknown_dtype": ([SMOKE, work("j"), "--config.dtype=float16"], "float16"),
-      "batch_not_divisible": ([SMOKE, work("k"), "--config.batch_size=12"], "divisible"),
-      "eval_batch_not_divisible": ([SMOKE, work("l"), "--config.eval_batch_size=1001"],
-                                   "divisible"),
       "negative_lr": ([SMOKE, work("m"), "--config.optimizer.learning_rate=-0.1"],
                       "learning_rate"),
       "momentum_above_one": ([SMOKE, work("n"), "--config.optimizer.momentum=1.5"], "momentum"),
@@ -94,7 +91,7 @@ def outcomes(shared_data, tmp_path_factory):
 CASE_NAMES = [
     "unknown_key", "wrong_type", "zero_batch", "negative_batch", "zero_epochs",
     "unknown_model", "unknown_dataset", "unknown_optimizer", "unknown_schedule",
-    "unknown_dtype", "batch_not_divisible", "eval_batch_not_divisible", "negative_lr",
+    "unknown_dtype", "negative_lr",
     "momentum_above_one", "missing_config_file", "raising_config_file", "unknown_variant",
     "missing_workdir_flag", "positional_argument", "missing_data_offline", "corrupt_data",
     "workdir_is_a_file", "workdir_of_another_config", "unwritable_workdir", "bad_model_depth",

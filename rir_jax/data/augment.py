@@ -18,7 +18,8 @@ def step_key(seed: int, step) -> jax.Array:
   return jax.random.fold_in(jax.random.PRNGKey(seed), step)
 
 
-def augment(images: jax.Array, key: jax.Array, kind: str) -> jax.Array:
+def augment(images: jax.Array, key: jax.Array, kind: str,
+            num_examples: int | None = None) -> jax.Array:
   """Augments a batch of NHWC images (uint8 or float); same shape and dtype out.
 
   Args:
@@ -26,6 +27,9 @@ def augment(images: jax.Array, key: jax.Array, kind: str) -> jax.Array:
     key: a PRNG key; the same key gives the same result.
     kind: "crop_flip" (pad 4 with zeros, random crop of the input's size, random
       horizontal flip, independently per example) or "none".
+    num_examples: where only the first `num_examples` rows are examples and the
+      rest padding: those rows are augmented exactly as a batch of them alone
+      would be (default: every row is an example).
 
   Returns:
     The augmented batch.
@@ -34,8 +38,17 @@ def augment(images: jax.Array, key: jax.Array, kind: str) -> jax.Array:
     return images
   if kind != 'crop_flip':
     raise DataError(f'unknown augmentation {kind!r}; choose one of: {", ".join(AUGMENTATIONS)}')
-  keys = _shard_like_batch(jax.random.split(key, images.shape[0]), images)
+  keys = _shard_like_batch(_example_keys(key, images.shape[0], num_examples), images)
   return jax.vmap(_crop_flip)(images, keys)
+
+
+def _example_keys(key: jax.Array, rows: int, num_examples: int | None) -> jax.Array:
+  """One key per row: the split of `key` into `num_examples`, then copies of the first
+  for padding rows (splitting into `rows` would change every example's key)."""
+  if num_examples is None or num_examples == rows:
+    return jax.random.split(key, rows)
+  keys = jax.random.split(key, num_examples)
+  return jnp.concatenate([keys, jnp.repeat(keys[:1], rows - num_examples, axis=0)])
 
 
 def _shard_like_batch(keys: jax.Array, images: jax.Array) -> jax.Array:

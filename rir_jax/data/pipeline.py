@@ -6,6 +6,12 @@ s sees exactly the batches it would have seen. Every process computes the same
 global batch and keeps its own contiguous slice, so the processes' slices,
 placed side by side, are the global batch (what
 `jax.make_array_from_process_local_data` assembles).
+
+A global batch that the devices do not divide is fed as `padded_size` rows: its
+examples first, in order, then padding rows (copies of an example, masked) up to
+the next multiple of the device count. The padding sits at the end of the global
+batch, so every process feeds the same number of rows and the real examples keep
+the positions they have in an unpadded batch.
 """
 import functools
 
@@ -22,8 +28,31 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
   return num_examples // global_batch
 
 
+def padded_size(global_batch: int, device_count: int) -> int:
+  """Rows that carry `global_batch` examples over `device_count` devices: the next multiple."""
+  return -(-global_batch // device_count) * device_count
+
+
+def batch_rows(global_batch: int, padded_batch: int | None = None, *, process_index: int = 0,
+               process_count: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """(positions, mask) of this process's rows of a global batch padded to `padded_batch`.
+
+  Row r of the padded batch holds the example at position r of the global batch if
+  r < global_batch (mask True), else padding: position 0 again, mask False.
+  """
+  padded_batch = global_batch if padded_batch is None else padded_batch
+  if padded_batch < global_batch:
+    raise DataError(f'{padded_batch} rows cannot hold a batch of {global_batch}')
+  local_batch = _local_batch(padded_batch, process_index, process_count)
+  rows = np.arange(process_index * local_batch, (process_index + 1) * local_batch,
+                   dtype=np.int64)
+  mask = rows < global_batch
+  return np.where(mask, rows, 0), mask
+
+
 def train_batch_indices(num_examples: int, global_batch: int, *, seed: int, step: int,
-                        process_index: int = 0, process_count: int = 1) -> np.ndarray:
+                        process_index: int = 0, process_count: int = 1,
+                        padded_batch: int | None = None) -> np.ndarray:
   """Indices of this process's slice of the training batch of global step `step`.
 
   Args:
@@ -33,34 +62,37 @@ def train_batch_indices(num_examples: int, global_batch: int, *, seed: int, step
     step: global step, counted from 0 across epochs.
     process_index: this process, in [0, process_count).
     process_count: number of processes sharing the global batch.
+    padded_batch: rows of the global batch as fed (see `batch_rows`); default
+      `global_batch`. Padding rows repeat the step's first example.
 
   Returns:
-    int64 array of shape (global_batch // process_count,).
+    int64 array of shape (padded_batch // process_count,).
   """
-  local_batch = _local_batch(global_batch, process_index, process_count)
+  positions, _ = batch_rows(global_batch, padded_batch, process_index=process_index,
+                            process_count=process_count)
   epoch, step_in_epoch = divmod(int(step), steps_per_epoch(num_examples, global_batch))
   if epoch < 0:
     raise DataError(f'step must be >= 0, got {step}')
-  start = step_in_epoch * global_batch + process_index * local_batch
-  return _epoch_order(num_examples, seed, epoch)[start:start + local_batch].copy()
+  return _epoch_order(num_examples, seed, epoch)[step_in_epoch * global_batch + positions]
 
 
 def eval_batches(num_examples: int, global_batch: int, *, process_index: int = 0,
-                 process_count: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+                 process_count: int = 1,
+                 padded_batch: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
   """(indices, mask) of this process's slice of each batch covering a split in order.
 
-  The last global batch is padded with index 0 and mask False, so over all
-  processes each example is counted exactly once when metrics are weighted by
-  the mask.
+  Each global batch is laid out as in training (`batch_rows`), and the last one
+  also ends where the split does: rows past either hold index 0 and mask False,
+  so over all processes each example is counted exactly once when metrics are
+  weighted by the mask.
   """
-  local_batch = _local_batch(global_batch, process_index, process_count)
-  num_batches = -(-num_examples // global_batch)
+  positions, real = batch_rows(global_batch, padded_batch, process_index=process_index,
+                               process_count=process_count)
   batches = []
-  for batch in range(num_batches):
-    start = batch * global_batch + process_index * local_batch
-    positions = np.arange(start, start + local_batch, dtype=np.int64)
-    mask = positions < num_examples
-    batches.append((np.where(mask, positions, 0), mask))
+  for batch in range(-(-num_examples // global_batch)):
+    examples = batch * global_batch + positions
+    mask = real & (examples < num_examples)
+    batches.append((np.where(mask, examples, 0), mask))
   return batches
 
 

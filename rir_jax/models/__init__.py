@@ -2,7 +2,8 @@
 
 Every model takes NHWC float images (already normalised), is called as
 `model.apply(variables, x, train=...)` and returns float32 logits (no softmax);
-batch-norm statistics live in the 'batch_stats' collection.
+batch-norm statistics live in the 'batch_stats' collection. In training, `mask=` (one
+bool per example) leaves the False examples (padding) out of those statistics.
 """
 from __future__ import annotations
 

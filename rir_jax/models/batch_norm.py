@@ -14,6 +14,9 @@ runs as separate passes; on a CPU with the project's kernel library, the two pai
 sums run on kernels of their own instead, which read x (and g) once in their own dtype
 (rir_jax.ops.batch_norm_kernels, section 7).
 
+A per-example `mask` (flax's BatchNorm takes one too) leaves out padding rows: the
+statistics are those of the masked-in examples alone, and so are their gradients.
+
 `BatchNorm` keeps flax's variable names and semantics (params 'scale' and 'bias',
 batch_stats 'mean' and 'var', the biased batch variance in the running average), so
 checkpoints and parameter trees are those of `flax.linen.BatchNorm`.
@@ -37,8 +40,15 @@ def _reduced_axes(x: jax.Array) -> tuple[int, ...]:
   return tuple(range(x.ndim - 1))  # every axis but the channels
 
 
-def _count(x: jax.Array) -> int:
-  return x.size // x.shape[-1]
+def _count(x: jax.Array, weights: jax.Array | None) -> int | jax.Array:
+  """Values summed per channel: every row, or the weighted examples' rows."""
+  if weights is None:
+    return x.size // x.shape[-1]
+  return jnp.sum(weights) * (x.size // (x.shape[0] * x.shape[-1]))
+
+
+def _per_example(weights: jax.Array, x: jax.Array) -> jax.Array:
+  return weights.reshape(-1, *(1,) * (x.ndim - 1))
 
 
 def _apply(x: jax.Array, a: jax.Array, b: jax.Array, relu: bool, dtype: Any) -> jax.Array:
@@ -46,13 +56,15 @@ def _apply(x: jax.Array, a: jax.Array, b: jax.Array, relu: bool, dtype: Any) -> 
   return (jnp.maximum(y, 0) if relu else y).astype(dtype)
 
 
-def _sums(x: jax.Array, kernels: bool) -> tuple[jax.Array, jax.Array]:
-  """Per channel: sum of x and of x^2, in f32."""
+def _sums(x: jax.Array, weights: jax.Array | None,
+          kernels: bool) -> tuple[jax.Array, jax.Array]:
+  """Per channel: sum of x and of x^2 (each row times its example's weight), in f32."""
   if kernels:
-    sums = batch_norm_kernels.stats(x)
+    sums = batch_norm_kernels.stats(x, weights)
     return sums[0], sums[1]
   xf = x.astype(_F32)
-  return jnp.sum(xf, _reduced_axes(x)), jnp.sum(xf * xf, _reduced_axes(x))
+  weighted = xf if weights is None else xf * _per_example(weights, x)
+  return jnp.sum(weighted, _reduced_axes(x)), jnp.sum(weighted * xf, _reduced_axes(x))
 
 
 def _masked(x, dy, a, b, relu):
@@ -70,38 +82,45 @@ def _grad_sums(x, dy, a, b, relu, kernels):
   return jnp.sum(grad, _reduced_axes(x)), jnp.sum(grad * x.astype(_F32), _reduced_axes(x))
 
 
-def _normalize_forward(x, scale, bias, epsilon, relu, dtype, kernels):
-  n = _count(x)
-  sum_x, sum_xx = _sums(x, kernels)
+def _normalize_forward(x, scale, bias, weights, epsilon, relu, dtype, kernels):
+  n = _count(x, weights)
+  sum_x, sum_xx = _sums(x, weights, kernels)
   mean = sum_x / n
   # E[x^2] - E[x]^2, flax's default (use_fast_variance): both sums read x alone.
   var = jnp.maximum(sum_xx / n - mean * mean, 0.0)
   inv_std = jax.lax.rsqrt(var + epsilon)
   a = scale * inv_std
   b = bias - mean * a
-  return (_apply(x, a, b, relu, dtype), mean, var), (x, scale, mean, inv_std, a, b)
+  return (_apply(x, a, b, relu, dtype), mean, var), (x, weights, scale, mean, inv_std, a, b)
 
 
 def _normalize_backward(epsilon, relu, dtype, kernels, residuals, cotangents):
   del epsilon, dtype
-  x, scale, mean, inv_std, a, b = residuals
+  x, weights, scale, mean, inv_std, a, b = residuals
   dy = cotangents[0]  # the statistics' cotangents are zero: see batch_norm_train
-  n = _count(x)
+  n = _count(x, weights)
+  # Over every row, masked-out ones too: the scale and bias act on all of them (their
+  # gradient there is zero in training, where the loss leaves padding out).
   grad_bias, sum_grad_x = _grad_sums(x, dy, a, b, relu, kernels)
   # sum of grad * x_hat, from sum(grad * x): no pass writes x - mean. Its cancellation is
   # that of the forward pass's E[x^2] - E[x]^2, flax's default too.
   grad_scale = inv_std * (sum_grad_x - mean * grad_bias)
   # dx = a * (grad - mean(grad) - x_hat * mean(grad * x_hat)), written per channel as
-  # grad * a + x * slope + offset so that it is one elementwise pass.
+  # grad * a + x * slope + offset so that it is one elementwise pass. The last two
+  # terms are the path through the statistics, which only weighted rows feed.
   slope = -scale * inv_std * inv_std * grad_scale / n
   offset = -a * grad_bias / n - mean * slope
-  dx = (_masked(x, dy, a, b, relu) * a + x.astype(_F32) * slope + offset).astype(x.dtype)
-  return dx, grad_scale, grad_bias
+  direct, xf = _masked(x, dy, a, b, relu) * a, x.astype(_F32)
+  if weights is None:
+    dx = direct + xf * slope + offset
+  else:
+    dx = direct + (xf * slope + offset) * _per_example(weights, x)
+  return dx.astype(x.dtype), grad_scale, grad_bias, None
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _normalize(x, scale, bias, epsilon, relu, dtype, kernels):
-  return _normalize_forward(x, scale, bias, epsilon, relu, dtype, kernels)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _normalize(x, scale, bias, weights, epsilon, relu, dtype, kernels):
+  return _normalize_forward(x, scale, bias, weights, epsilon, relu, dtype, kernels)[0]
 
 
 _normalize.defvjp(_normalize_forward, _normalize_backward)
@@ -109,15 +128,19 @@ _normalize.defvjp(_normalize_forward, _normalize_backward)
 
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, *,
                      epsilon: float, relu: bool = False, dtype: Any = None,
-                     kernels: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+                     kernels: bool = False,
+                     mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Training-mode batch norm over every axis but the last, then ReLU if `relu`.
 
   Returns (y in `dtype`, else x's; batch mean; biased batch variance), the statistics
   float32 and outside the gradient: they feed the running averages, not the loss, and the
   hand-written backward pass counts on that. `kernels` takes the sums on the CPU
   kernels of rir_jax.ops.batch_norm_kernels (where `batch_norm_kernels.applies`).
+  `mask` (one bool per example, the leading axis) keeps only the True examples in
+  the statistics; every row is still normalised.
   """
-  y, mean, var = _normalize(x, scale.astype(_F32), bias.astype(_F32), epsilon, relu,
+  weights = None if mask is None else mask.astype(_F32)
+  y, mean, var = _normalize(x, scale.astype(_F32), bias.astype(_F32), weights, epsilon, relu,
                             jnp.dtype(dtype or x.dtype), kernels)
   return y, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
 
@@ -128,7 +151,8 @@ class BatchNorm(nn.Module):
   Training (`use_running_average=False`) normalises with the batch's statistics and,
   except while initialising, moves the running averages towards them:
   average = momentum * average + (1 - momentum) * batch value. Evaluation uses the
-  running averages. The output has `dtype` (x's dtype if None). `impl` is the models'
+  running averages. The output has `dtype` (x's dtype if None). A `mask` (one bool
+  per example) leaves the False examples out of the batch statistics. `impl` is the models'
   `conv_impl`: where it runs on oneDNN ('onednn', or 'auto' on a CPU with the library),
   the sums run on the same library's batch-norm kernels
   (rir_jax.ops.batch_norm_kernels) unless `kernel_sums` is False; the function
@@ -146,7 +170,7 @@ class BatchNorm(nn.Module):
   kernel_sums: bool = True
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     channels = (x.shape[-1],)
     scale = self.param('scale', nn.initializers.ones, channels, _F32)
     bias = self.param('bias', nn.initializers.zeros, channels, _F32)
@@ -160,7 +184,7 @@ class BatchNorm(nn.Module):
                and batch_norm_kernels.applies(x)
                and jnp.dtype(dtype) in batch_norm_kernels.DTYPES)  # dy's dtype
     y, mean, var = batch_norm_train(x, scale, bias, epsilon=self.epsilon, relu=self.relu,
-                                    dtype=dtype, kernels=kernels)
+                                    dtype=dtype, kernels=kernels, mask=mask)
     if not self.is_initializing():
       average_mean.value = self.momentum * average_mean.value + (1 - self.momentum) * mean
       average_var.value = self.momentum * average_var.value + (1 - self.momentum) * var

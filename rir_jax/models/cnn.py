@@ -47,11 +47,13 @@ class CNN(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> jax.Array:
     def conv_bn_relu(x, features, strides=1):
       x = layers.conv(features, 3, strides, dtype=self.dtype, conv_impl=self.conv_impl)(x)
       return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(x)
+                               dtype=self.dtype, conv_impl=self.conv_impl,
+                               relu=True)(x, mask=mask)
 
     x = conv_bn_relu(x, self.widths[0])
     for stage, width in enumerate(self.widths):

@@ -26,10 +26,12 @@ class PreActBlock(nn.Module):
   bn_epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> jax.Array:
     def bn_relu(y):
       return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(y)
+                               dtype=self.dtype, conv_impl=self.conv_impl,
+                               relu=True)(y, mask=mask)
 
     y = bn_relu(x)
     residual = layers.shortcut(x, self.features, self.strides, self.shortcut,
@@ -78,7 +80,8 @@ class ResNet(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> jax.Array:
     blocks_per_stage = (self.depth - 2) // 6
     x = layers.conv(16 * self.width, 3, dtype=self.dtype, conv_impl=self.conv_impl,
                     name='stem')(x)
@@ -88,7 +91,8 @@ class ResNet(nn.Module):
                         strides=2 if stage > 0 and index == 0 else 1,
                         shortcut=self.shortcut, dtype=self.dtype, conv_impl=self.conv_impl,
                         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)(
-                            x, train=train)
+                            x, train=train, mask=mask)
     x = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(x)
+                          dtype=self.dtype, conv_impl=self.conv_impl,
+                          relu=True)(x, mask=mask)
     return layers.classifier_logits(x, self.num_classes, self.dtype)

@@ -63,8 +63,8 @@ class GeneralizedResidualBlock(nn.Module):
   bn_epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, r: jax.Array, t: jax.Array, *,
-               train: bool) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, r: jax.Array, t: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     shape = (3, 3, r.shape[-1], self.features)
     kernels = {name: self.param(name, layers.he_normal, shape, jnp.float32)
                for name in KERNEL_NAMES}
@@ -86,7 +86,7 @@ class GeneralizedResidualBlock(nn.Module):
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype,
                              conv_impl=self.conv_impl, relu=True, kernel_sums=False)
-    return norm(name='bn_r')(r_out), norm(name='bn_t')(t_out)
+    return norm(name='bn_r')(r_out, mask=mask), norm(name='bn_t')(t_out, mask=mask)
 
 
 class RiRBlock(nn.Module):
@@ -109,15 +109,15 @@ class RiRBlock(nn.Module):
   bn_epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, r: jax.Array, t: jax.Array, *,
-               train: bool) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, r: jax.Array, t: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     block = functools.partial(
         GeneralizedResidualBlock, self.features, shortcut=self.shortcut,
         single_conv=self.single_conv, dtype=self.dtype, conv_impl=self.conv_impl,
         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
     r_in = r
-    r, t = block(strides=self.strides)(r, t, train=train)
-    r, t = block()(r, t, train=train)
+    r, t = block(strides=self.strides)(r, t, train=train, mask=mask)
+    r, t = block()(r, t, train=train, mask=mask)
     if self.outer_shortcut:
       r += layers.shortcut(r_in, self.features, self.strides, self.shortcut,
                            dtype=self.dtype, conv_impl=self.conv_impl)
@@ -141,12 +141,14 @@ class PlainPairBlock(nn.Module):
   bn_epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> jax.Array:
     def conv_bn_relu(y, strides):
       y = layers.conv(self.features, 3, strides, dtype=self.dtype,
                       conv_impl=self.conv_impl)(y)
       return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, conv_impl=self.conv_impl, relu=True)(y)
+                               dtype=self.dtype, conv_impl=self.conv_impl,
+                               relu=True)(y, mask=mask)
 
     y = conv_bn_relu(conv_bn_relu(x, self.strides), 1)
     if self.outer_shortcut:
@@ -215,19 +217,20 @@ class RiR(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> jax.Array:
     norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype,
                              conv_impl=self.conv_impl)
     if self.block == 'plain':
-      x = self._plain_body(x, norm, train)
+      x = self._plain_body(x, norm, train, mask)
     else:
-      x = self._generalized_body(x, norm, train)
+      x = self._generalized_body(x, norm, train, mask)
     if self.head == 'dense':
       return layers.classifier_logits(x, self.num_classes, self.dtype)
     x = layers.conv(self.num_classes, 1, dtype=self.dtype, conv_impl=self.conv_impl,
                     name='head_conv')(x)
-    x = norm(name='head_bn')(x)
+    x = norm(name='head_bn')(x, mask=mask)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
   def _stages(self):
@@ -236,11 +239,11 @@ class RiR(nn.Module):
       for index in range(blocks):
         yield width, 2 if stage > 0 and index == 0 else 1
 
-  def _generalized_body(self, x, norm, train):
+  def _generalized_body(self, x, norm, train, mask):
     def stem(stream):
       y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
                       name=f'stem_conv_{stream}')(x)
-      return norm(name=f'stem_bn_{stream}', relu=True)(y)
+      return norm(name=f'stem_bn_{stream}', relu=True)(y, mask=mask)
 
     r, t = stem('r'), stem('t')
     for width, strides in self._stages():
@@ -248,18 +251,18 @@ class RiR(nn.Module):
                       single_conv=self.single_conv, outer_shortcut=self.outer_shortcut,
                       dtype=self.dtype, conv_impl=self.conv_impl,
                       bn_momentum=self.bn_momentum,
-                      bn_epsilon=self.bn_epsilon)(r, t, train=train)
+                      bn_epsilon=self.bn_epsilon)(r, t, train=train, mask=mask)
     return jnp.concatenate([r, t], axis=-1)
 
-  def _plain_body(self, x, norm, train):
+  def _plain_body(self, x, norm, train, mask):
     x = layers.conv(2 * self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
                     name='stem_conv')(x)
-    x = norm(name='stem_bn', relu=True)(x)
+    x = norm(name='stem_bn', relu=True)(x, mask=mask)
     for width, strides in self._stages():
       x = PlainPairBlock(2 * width, strides=strides, shortcut=self.shortcut,
                          outer_shortcut=self.outer_shortcut, dtype=self.dtype,
                          conv_impl=self.conv_impl, bn_momentum=self.bn_momentum,
-                         bn_epsilon=self.bn_epsilon)(x, train=train)
+                         bn_epsilon=self.bn_epsilon)(x, train=train, mask=mask)
     return x
 
 

@@ -6,6 +6,8 @@
 // ReLU-masked gradient before its sums, and in bf16 a conversion pass before
 // every sum. These handlers are the same sums with none of those passes:
 //   Stats:     sums = (sum x, sum x^2)
+//   WeightedStats: sums = (sum w x, sum w x^2), w the weight of x's example
+//              (0 for padding rows, which then count nowhere)
 //   GradSums:  g = dy where relu?(x * a + b) > 0; sums = (sum g, sum g * x)
 // per channel. Activations are [rows, C] (every axis but the last flattened),
 // f32 or bf16; the coefficients a and b are one f32 [2, C] array; the sums are
@@ -131,6 +133,28 @@ void Stats(ffi::ThreadPool& pool, const X* x, int64_t rows, int64_t c,
   });
 }
 
+// Stats with each row times the weight of its example: weights[n] for the
+// rows of example n, which are rows / examples consecutive rows.
+template <typename X>
+void WeightedStats(ffi::ThreadPool& pool, const X* x, const float* weights,
+                   int64_t rows_per_example, int64_t rows, int64_t c,
+                   float* sums) {
+  Sum(pool, rows, c, sums, [&](int64_t begin, int64_t end, float* s, float* q) {
+    ForChannelBlocks(c, [&](int64_t j0, auto lanes) {
+      using V = decltype(lanes);
+      V sum_x{}, sum_xx{};
+      for (int64_t r = begin; r < end; ++r) {
+        const V v = Load(x + r * c + j0, V{});
+        const V weighted = v * weights[r / rows_per_example];
+        sum_x += weighted;
+        sum_xx += weighted * v;
+      }
+      Put(s + j0, sum_x);
+      Put(q + j0, sum_xx);
+    });
+  });
+}
+
 // g: dy where the forward pass's ReLU let x through (x * a + b > 0), all of
 // dy without a ReLU.
 template <typename X, typename Y>
@@ -194,6 +218,22 @@ ffi::Error StatsHandler(ffi::ThreadPool pool, ffi::AnyBuffer x,
   });
 }
 
+ffi::Error WeightedStatsHandler(ffi::ThreadPool pool, ffi::AnyBuffer x,
+                                ffi::Buffer<ffi::F32> weights,
+                                ffi::Result<ffi::Buffer<ffi::F32>> sums) {
+  const auto d = weights.dimensions();
+  const int64_t examples = d.size() == 1 ? d[0] : 0;
+  const int64_t rows = Rows(x);
+  if (examples == 0 || rows % examples) {
+    return ffi::Error::InvalidArgument(
+        "batch_norm_kernels: the weights must be one per example (leading axis)");
+  }
+  return Dispatch(x, x, [&](auto* xp, auto*) {
+    WeightedStats(pool, xp, weights.typed_data(), rows / examples, rows,
+                  Channels(x), sums->typed_data());
+  });
+}
+
 ffi::Error GradSumsHandler(ffi::ThreadPool pool, ffi::AnyBuffer x,
                            ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> ab,
                            ffi::Result<ffi::Buffer<ffi::F32>> sums, bool relu) {
@@ -215,6 +255,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RirBatchNormStats, StatsHandler,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RirBatchNormWeightedStats, WeightedStatsHandler,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RirBatchNormGradSums, GradSumsHandler,
                               ffi::Ffi::Bind()

@@ -9,6 +9,7 @@ to f32, before each pair. These are the two pairs as FFI calls into
 own dtype (benchmarks/PERFORMANCE.md, section 7).
 
 Activations are channels-last (rank >= 2), f32 or bf16; sums come back as f32 [2, C].
+The forward pair may weight each example (f32 [N]; 0 leaves a padding row out).
 A batch-split input stays split: each device sums its slice, then the devices' sums
 are gathered and added in a fixed order.
 """
@@ -25,8 +26,9 @@ from rir_jax.ops import library, partitioning
 
 DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 LANES = 16  # channels per vector in batch_norm_kernels.cc (kLanes)
-# How many leading operands of each kernel are activations (the rest: coefficients).
-_ACTIVATIONS = {"RirBatchNormStats": 1, "RirBatchNormGradSums": 2}
+# How many leading operands of each kernel are split along the batch (activations, and
+# weights per example); the rest, coefficients per channel, are whole.
+_BATCHED = {"RirBatchNormStats": 1, "RirBatchNormWeightedStats": 2, "RirBatchNormGradSums": 2}
 
 
 def applies(*activations: jax.Array) -> bool:
@@ -50,11 +52,11 @@ def _call(target, relu, *operands):
 
 
 def _shardings(target, mesh, arg_shapes):
-  """Activations split along the batch as the first one is, coefficients and the
-  sums whole."""
+  """Activations and weights split along the batch as the first operand is,
+  coefficients and the sums whole."""
   batch = partitioning.batch_axes(mesh, arg_shapes[0])
   split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
-  args = tuple(split if i < _ACTIVATIONS[target] else whole for i in range(len(arg_shapes)))
+  args = tuple(split if i < _BATCHED[target] else whole for i in range(len(arg_shapes)))
   return batch, args, whole
 
 
@@ -81,7 +83,9 @@ def _sharding_rule(target, relu, mesh, operand_types, result_types):
   del relu, mesh, result_types
   rank = len(operand_types[0].shape)
   x = " ".join(["b", *(f"d{i}" for i in range(rank - 2)), "c"])
-  operands = [x if i < _ACTIVATIONS[target] else "k c" for i in range(len(operand_types))]
+  batched = lambda t: "b" if len(t.shape) == 1 else x  # weights per example, or activations
+  operands = [batched(t) if i < _BATCHED[target] else "k c"
+              for i, t in enumerate(operand_types)]
   return partitioning.sharding_rule(f"{', '.join(operands)} -> s c", sums_over_batch=True)
 
 
@@ -100,9 +104,12 @@ def _kernel(target, relu):
       lambda *operands: _call_sharded(target, relu, *operands))
 
 
-def stats(x: jax.Array) -> jax.Array:
-  """[sum of x, sum of x^2] over every axis but the last: f32 [2, C]."""
-  return _kernel("RirBatchNormStats", None)(x)
+def stats(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  """[sum of x, sum of x^2] over every axis but the last: f32 [2, C]. With `weights`
+  (f32, one per example along x's leading axis), each row counts times its weight."""
+  if weights is None:
+    return _kernel("RirBatchNormStats", None)(x)
+  return _kernel("RirBatchNormWeightedStats", None)(x, weights.astype(jnp.float32))
 
 
 def grad_sums(x: jax.Array, dy: jax.Array, a: jax.Array, b: jax.Array,

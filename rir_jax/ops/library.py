@@ -26,7 +26,8 @@ _HERE = pathlib.Path(__file__).parent
 _SOURCES = (_HERE / "onednn_conv.cc", _HERE / "batch_norm_kernels.cc")
 _CXXFLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
 TARGETS = ("RirOnednnConvForward", "RirOnednnConvBackwardData",
-           "RirOnednnConvBackwardWeights", "RirBatchNormStats", "RirBatchNormGradSums")
+           "RirOnednnConvBackwardWeights", "RirBatchNormStats",
+           "RirBatchNormWeightedStats", "RirBatchNormGradSums")
 _load_lock = threading.Lock()
 
 
