@@ -19,9 +19,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import checkpoint, feeding, metrics as metrics_lib, optim, parallel, train
+from rir_jax import checkpoint, feeding, metrics as metrics_lib, models, optim, parallel, train
 from rir_jax.data import Dataset, pipeline
-from rir_jax.models import get_model
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,8 @@ def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Pla
 
 
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  return get_model(config.model.name, num_classes=num_classes,
+  kwargs = models.config_arguments(config.model.name, config.model)
+  return models.get_model(config.model.name, num_classes=num_classes,
                    dtype=DTYPES[config.dtype], conv_impl=config.conv_impl, **kwargs)
 
 

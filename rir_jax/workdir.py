@@ -7,9 +7,20 @@ import tempfile
 
 import ml_collections
 
+from rir_jax import models
+
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its results.
 _FREE_KEYS = ("allow_config_change",)
+# Keys added after workdirs were first written, with the value their absence stood for:
+# a workdir that lacks them resumes as long as the new config keeps that value.
+_ADDED_KEYS = {
+    "data.validation_examples": 0,
+    "data.validation_seed": 0,
+    "init_from": None,
+    "init_batch_stats": True,
+    "init_new_head": False,
+}
 
 
 class WorkdirError(ValueError):
@@ -33,6 +44,26 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
   return diffs
 
 
+def _with_defaults(saved: dict) -> dict:
+  """A saved config.json with the keys it predates filled in as they were in effect.
+
+  Configs used to hold only the model keys they changed: the model's own defaults
+  fill in the rest (a missing key equal to its default is not a change).
+  """
+  filled = json.loads(json.dumps(saved))
+  for dotted, value in _ADDED_KEYS.items():
+    *parents, key = dotted.split(".")
+    node = filled
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node.setdefault(key, value)
+  model = filled.get("model", {})
+  if model.get("name") in models.MODEL_NAMES:
+    defaults = json.loads(json.dumps(models.model_defaults(model["name"])))
+    filled["model"] = {**defaults, **model}
+  return filled
+
+
 def check(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
   """Raises WorkdirError without touching anything on disk."""
   if workdir.exists() and not workdir.is_dir():
@@ -48,7 +79,7 @@ def check(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
                        "choose a folder you can write to") from error
   saved = workdir / CONFIG_FILE
   if saved.exists() and not config.allow_config_change:
-    diffs = _differences(json.loads(saved.read_text()), config_json(config))
+    diffs = _differences(_with_defaults(json.loads(saved.read_text())), config_json(config))
     if diffs:
       raise WorkdirError(
           f"--workdir={workdir} holds a run with another config ({'; '.join(diffs[:3])}"
