@@ -14,7 +14,9 @@ from typing import NoReturn
 import jax
 import ml_collections
 
-from rir_jax import checkpoint, config_check, data, loop, parallel, workdir as workdir_lib
+from rir_jax import (checkpoint, config_check, data, loop, model_card, parallel,
+                     workdir as workdir_lib)
+from rir_jax.data import validation
 
 USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)
 
@@ -85,8 +87,7 @@ def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
   config_check.validate(config, device_count=jax.device_count(),
                         process_count=jax.process_count())
   workdir_lib.check(workdir, config)
-  dataset = data.load_dataset(config.data.name, data_dir=config.data.data_dir,
-                              manual_dir=config.data.manual_dir, download=config.data.download)
+  dataset = validation.load_for_config(config.data)
   if dataset.train_images.shape[0] < config.batch_size:
     raise config_check.ConfigError(
         f"--config.batch_size={config.batch_size} is larger than the "
@@ -103,6 +104,8 @@ def launch(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
   except (UsageError, *USAGE_ERRORS) as error:
     usage_error(one_line(error))
   workdir_lib.claim(workdir, config, write=parallel.is_main_process())
+  if parallel.is_main_process():  # what a loaded model needs, fixed before it trains
+    model_card.write(workdir, model_card.describe(config, dataset))
   try:
     final = loop.train_and_evaluate(config, workdir, dataset)
   except loop.NonFiniteLoss as error:
