@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import best as best_lib, checkpoint, feeding, metrics as metrics_lib, models, optim, parallel, train
+from rir_jax import best as best_lib, checkpoint, feeding, metrics as metrics_lib, models, optim, parallel, train, warm_start
 from rir_jax.data import Dataset, pipeline
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   restored = ckpts.restore_newest(trainer.state)
   if restored is not None:
     trainer.state = restored
+  elif config.init_from:
+    trainer.state = warm_start.apply(trainer.state, config, dataset.num_classes,
+                                     parallel.replicated(trainer.mesh))
   start = int(jax.device_get(trainer.state.step))
   main = parallel.is_main_process()
   if main:

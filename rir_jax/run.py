@@ -15,7 +15,7 @@ import jax
 import ml_collections
 
 from rir_jax import (checkpoint, config_check, data, loop, model_card, parallel,
-                     workdir as workdir_lib)
+                     warm_start, workdir as workdir_lib)
 from rir_jax.data import validation
 
 USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)
@@ -73,6 +73,8 @@ def _check_model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> No
     jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape), train=False))
   except (TypeError, ValueError) as error:
     raise UsageError(f"--config.model: {one_line(error)}") from error
+  if config.init_from:
+    warm_start.check(config, model, shape[1:], dataset.num_classes)
 
 
 def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
