@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import best as best_lib, checkpoint, feeding, metrics as metrics_lib, models, optim, parallel, train, warm_start
+from rir_jax import (best as best_lib, checkpoint, feeding, metrics as metrics_lib, models,
+                     optim, parallel, train, warm_start)
 from rir_jax.data import Dataset, pipeline
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Pla
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
   kwargs = models.config_arguments(config.model.name, config.model)
   return models.get_model(config.model.name, num_classes=num_classes,
-                   dtype=DTYPES[config.dtype], conv_impl=config.conv_impl, **kwargs)
+                          dtype=DTYPES[config.dtype], conv_impl=config.conv_impl, **kwargs)
 
 
 def make_step_config(config: ml_collections.ConfigDict, dataset: Dataset,
