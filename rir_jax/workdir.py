@@ -45,10 +45,11 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _with_defaults(saved: dict) -> dict:
-  """A saved config.json with the keys it predates filled in as they were in effect.
+  """A config's JSON with the keys it lacks filled in as they are in effect.
 
-  Configs used to hold only the model keys they changed: the model's own defaults
-  fill in the rest (a missing key equal to its default is not a change).
+  Configs used to hold only the model keys they changed (a config file may still): the
+  model's own defaults fill in the rest, so a missing key equal to its default is not
+  a change, whichever side lacks it.
   """
   filled = json.loads(json.dumps(saved))
   for dotted, value in _ADDED_KEYS.items():
@@ -79,7 +80,8 @@ def check(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
                        "choose a folder you can write to") from error
   saved = workdir / CONFIG_FILE
   if saved.exists() and not config.allow_config_change:
-    diffs = _differences(_with_defaults(json.loads(saved.read_text())), config_json(config))
+    diffs = _differences(_with_defaults(json.loads(saved.read_text())),
+                         _with_defaults(config_json(config)))
     if diffs:
       raise WorkdirError(
           f"--workdir={workdir} holds a run with another config ({'; '.join(diffs[:3])}"

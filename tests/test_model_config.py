@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from rir_jax import loop, models, workdir
@@ -83,3 +84,9 @@ def test_workdir_from_before_resumes_unless_a_model_key_changed(tmp_path):
   changed = _parse("cnn_mnist:smoke", "--config.model.convs_per_stage=2")
   with pytest.raises(workdir.WorkdirError, match="convs_per_stage"):
     workdir.check(tmp_path, changed)
+  # A config file that names only some of its model's keys resumes its own workdir too.
+  partial = _parse("cnn_mnist:smoke")
+  partial.unlock()
+  partial.model = ml_collections.ConfigDict({"name": "cnn", "convs_per_stage": 6})
+  (tmp_path / "config.json").write_text(json.dumps(workdir.config_json(config)))
+  workdir.check(tmp_path, partial)
