@@ -37,8 +37,9 @@ class BestCheckpoint:
 
   def __init__(self, checkpoints: pathlib.Path, *, resumed_step: int):
     self._manager = manager(checkpoints, create=True)
-    # A best saved after the checkpoint the run resumes from is made again, identically,
-    # when its eval is replayed (and Orbax saves no step at or before its latest).
+    # A best saved after the checkpoint the run resumes from belongs to steps about to be
+    # re-run: forget it and let their evals choose again (the same, unless
+    # allow_config_change let the run change; Orbax saves no step before its latest).
     for step in self._manager.all_steps():
       if step > resumed_step:
         log.info("forgetting the best checkpoint at step %d (after the resumed step)", step)

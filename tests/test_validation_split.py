@@ -1,4 +1,5 @@
 """--config.data.validation_examples: a held-out split for evals, the best checkpoint on it."""
+import concurrent.futures
 import subprocess
 import sys
 import time
@@ -59,26 +60,45 @@ def test_evals_run_on_validation_and_the_test_split_once_at_the_end(run):
       str(lines[best]["step"])]
 
 
-def test_a_killed_and_resumed_run_keeps_the_same_best(run, shared_data, tmp_path):
-  workdir = tmp_path / "killed"
+def _killed_then_resumed(workdir, shared_data, log, killed_when) -> None:
+  """Trains, SIGKILLs the run as soon as `killed_when(workdir)`, then runs it to the end."""
   command = [sys.executable, str(REPO / "launch.py"), f"--workdir={workdir}", "--jax_cache_dir=",
              *mnist_flags(shared_data)]
-  proc = start(command, tmp_path / "killed.log")
+  proc = start(command, log)
   began = time.monotonic()
   while proc.poll() is None and time.monotonic() - began < 300:
-    if any(line.get("step", 0) >= 40 for line in _lines(workdir)):
-      proc.kill()  # SIGKILL right after the step-40 eval chose its best
+    if killed_when(workdir):
+      proc.kill()
       break
     time.sleep(0.02)
   assert proc.wait() == -9, "the run ended before it could be killed"
   train(workdir, shared_data)  # the same command again: resumes
+
+
+def _after_the_step_40_eval(workdir):  # the best just chosen; its checkpoint maybe not yet
+  return any(line.get("step", 0) >= 40 for line in _lines(workdir))
+
+
+def _after_checkpoint_40(workdir):  # resumes at 40: the best so far must come back
+  return (workdir / "checkpoints" / "40" / "commit_success.txt").exists()
+
+
+def test_a_killed_and_resumed_run_keeps_the_same_best(run, shared_data, tmp_path):
+  kills = {"eval": _after_the_step_40_eval, "checkpoint": _after_checkpoint_40}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    list(pool.map(lambda name: _killed_then_resumed(tmp_path / name, shared_data,
+                                                    tmp_path / f"{name}.log", kills[name]),
+                  kills))
   keys = ("step", "val/accuracy", "val/loss", "best/step", "best/accuracy", "eval/accuracy")
   strip = lambda lines: [{k: l.get(k) for k in keys} for l in lines]
-  assert strip(eval_lines(workdir)) == strip(eval_lines(run))
-  (step, ours), (their_step, theirs) = _best_variables(workdir), _best_variables(run)
-  assert step == their_step == eval_lines(run)[-1]["best/step"]
-  for x, y in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
-    np.testing.assert_array_equal(x, y)
+  their_step, theirs = _best_variables(run)
+  assert their_step == eval_lines(run)[-1]["best/step"]
+  for name in kills:
+    assert strip(eval_lines(tmp_path / name)) == strip(eval_lines(run)), name
+    step, ours = _best_variables(tmp_path / name)
+    assert step == their_step, name
+    for x, y in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+      np.testing.assert_array_equal(x, y)
 
 
 def _lines(workdir):
