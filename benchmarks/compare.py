@@ -91,7 +91,8 @@ def base_config(spec: str, args: argparse.Namespace) -> ml_collections.ConfigDic
 def run_one(config, dataset, workdir: pathlib.Path) -> dict:
   """Trains one (model, seed) with launch.py's loop; reuses a finished run's result."""
   done = workdir / "result.json"
-  if done.exists() and json.loads(done.read_text())["config"] == workdir_lib.config_json(config):
+  if done.exists() and not workdir_lib.config_differences(
+      json.loads(done.read_text())["config"], config):
     return json.loads(done.read_text())
   config_check.validate(config, device_count=jax.device_count(), process_count=1)
   try:

@@ -77,7 +77,7 @@ def finished(config, workdir: pathlib.Path) -> dict | None:
   if not done.exists():
     return None
   result = json.loads(done.read_text())
-  return result if result["config"] == workdir_lib.config_json(config) else None
+  return None if workdir_lib.config_differences(result["config"], config) else result
 
 
 def last_epoch_gain(run: dict) -> float | None:

@@ -12,5 +12,5 @@ from configs import resnet_cifar
 
 def get_config(arg: str | None = None):
   config = resnet_cifar.get_config(arg)
-  config.model = resnet_cifar.default.ml_collections.ConfigDict({"name": "cnn"})
+  config.model = resnet_cifar.default.model_config("cnn")
   return config

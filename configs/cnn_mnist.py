@@ -15,7 +15,7 @@ from configs import default
 
 def get_config(arg: str | None = None):
   config = default.get_config()
-  config.model = default.ml_collections.ConfigDict({"name": "cnn"})
+  config.model = default.model_config("cnn")
   config.data.name = "mnist"
   config.batch_size = 128
   config.num_epochs = 5.0

@@ -4,19 +4,35 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from rir_jax import models
+
+
+def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """`config.model` for model `name`: its name and every argument with its default.
+
+  Derived from the model's own fields, so each argument is a --config.model.* key and a
+  key of another model is refused. dtype and conv_impl are set from top-level keys.
+  """
+  return ml_collections.ConfigDict({"name": name, **models.model_defaults(name), **overrides})
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
   # Every key under `model` except `name` is passed to rir_jax.models.get_model.
-  config.model = ml_collections.ConfigDict({"name": "rir"})
+  config.model = model_config("rir")
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "cifar10"
   config.data.data_dir = config_dict.placeholder(str)    # default: TFDS's (~/tensorflow_datasets)
   config.data.manual_dir = config_dict.placeholder(str)  # folder of the original files, offline
   config.data.download = True
+  # > 0: that many training examples held out (the same ones for the same N and
+  # validation_seed) for the evals during training; the test split is evaluated once, at
+  # the end. 0: evals run on the test split, as they always did.
+  config.data.validation_examples = 0
+  config.data.validation_seed = 0
 
   config.batch_size = 128          # global, over all devices and processes
   config.eval_batch_size = 1000    # global; the test split is padded to whole batches
@@ -49,6 +65,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = -1      # > 0 overrides eval_every_epochs
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 3
+
+  # Warm start: parameters from another run's workdir or an exported file (rir_jax.export).
+  config.init_from = config_dict.placeholder(str)
+  config.init_batch_stats = True    # take its batch-norm statistics too
+  config.init_new_head = False      # re-initialise parameters sized by another class count
 
   config.nan_policy = "stop"        # stop (exit 1, step named) | skip_step (skip, count)
   config.allow_config_change = False  # resume a workdir written with another config

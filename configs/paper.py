@@ -57,14 +57,14 @@ def get_config(arg: str | None = None):
                      f"got row={args.row}, scale={args.scale}")
   config = default.get_config()
   if args.scale == "paper":
-    config.model = default.ml_collections.ConfigDict({"name": "rir_paper", **ROWS[args.row]})
+    config.model = default.model_config("rir_paper", **ROWS[args.row])
     config.data.name = "cifar10"
     config.batch_size = 500
     config.num_epochs = 82.0
     config.schedule.boundaries_epochs = (42.0, 62.0)
     config.checkpoint_every_steps = 1000
   else:
-    config.model = default.ml_collections.ConfigDict({"name": "rir", **ROWS[args.row]})
+    config.model = default.model_config("rir", **ROWS[args.row])
     config.data.name = "cifar10_jpeg"
     config.batch_size = 128
     config.num_epochs = 15.0

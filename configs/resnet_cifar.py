@@ -14,8 +14,7 @@ from configs import default
 
 def get_config(arg: str | None = None):
   config = default.get_config()
-  config.model = default.ml_collections.ConfigDict(
-      {"name": "resnet", "depth": 20, "width": 1, "shortcut": "zero_pad"})
+  config.model = default.model_config("resnet", depth=20)
   config.data.name = "cifar10"
   config.batch_size = 128
   config.num_epochs = 164.0

@@ -12,6 +12,5 @@ from configs import cnn_mnist
 
 def get_config(arg: str | None = None):
   config = cnn_mnist.get_config(arg)
-  config.model = cnn_mnist.default.ml_collections.ConfigDict(
-      {"name": "resnet", "depth": 20, "width": 1, "shortcut": "zero_pad"})
+  config.model = cnn_mnist.default.model_config("resnet", depth=20)
   return config

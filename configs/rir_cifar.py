@@ -15,7 +15,7 @@ from configs import default
 
 def get_config(arg: str | None = None):
   config = default.get_config()
-  config.model.name = "rir_paper"
+  config.model = default.model_config("rir_paper")
   config.data.name = "cifar10"
   config.batch_size = 500
   config.num_epochs = 82.0

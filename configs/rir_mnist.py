@@ -12,5 +12,5 @@ from configs import cnn_mnist
 
 def get_config(arg: str | None = None):
   config = cnn_mnist.get_config(arg)
-  config.model = cnn_mnist.default.ml_collections.ConfigDict({"name": "rir"})
+  config.model = cnn_mnist.default.model_config("rir")
   return config

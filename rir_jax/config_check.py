@@ -55,6 +55,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   for key in ("optimizer.momentum", "label_smoothing", "schedule.decay_factor"):
     if not 0 <= _get(config, key) <= 1:
       raise ConfigError(f"--config.{key} must be in [0, 1], got {_get(config, key)!r}")
+  if config.data.validation_examples < 0:
+    raise ConfigError("--config.data.validation_examples must be >= 0 (0: no validation split)")
   if config.optimizer.weight_decay < 0 or config.schedule.warmup_epochs < 0:
     raise ConfigError("--config.optimizer.weight_decay and --config.schedule.warmup_epochs "
                       "must be >= 0")

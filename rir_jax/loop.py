@@ -7,6 +7,7 @@ checkpoint and continues exactly as an uninterrupted run would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -19,9 +20,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import checkpoint, feeding, metrics as metrics_lib, optim, parallel, storage, train
+from rir_jax import (best as best_lib, checkpoint, feeding, metrics as metrics_lib, models,
+                     optim, parallel, storage, train, warm_start)
 from rir_jax.data import Dataset, pipeline
-from rir_jax.models import get_model
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Pla
 
 
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  return get_model(config.model.name, num_classes=num_classes,
-                   dtype=DTYPES[config.dtype], conv_impl=config.conv_impl, **kwargs)
+  kwargs = models.config_arguments(config.model.name, config.model)
+  return models.get_model(config.model.name, num_classes=num_classes,
+                          dtype=DTYPES[config.dtype], conv_impl=config.conv_impl, **kwargs)
 
 
 def make_step_config(config: ml_collections.ConfigDict, dataset: Dataset, plan: Plan,
@@ -109,11 +110,13 @@ class Trainer:
     self.state, step_metrics = self._train(self.state, batch)
     return step_metrics
 
-  def evaluate(self, batches) -> dict[str, float]:
+  def evaluate(self, batches, prefix: str = "eval") -> dict[str, float]:
+    """Loss and accuracy over a split: `eval/...` for the test split, `val/...` for validation."""
     summed = jax.device_get(self._eval(self.state, batches))
     count = float(summed["count"])
-    return {"eval/loss": float(summed["loss_sum"]) / count,
-            "eval/accuracy": float(summed["correct"]) / count, "eval/examples": int(count)}
+    return {f"{prefix}/loss": float(summed["loss_sum"]) / count,
+            f"{prefix}/accuracy": float(summed["correct"]) / count,
+            f"{prefix}/examples": int(count)}
 
 
 def _log_padding(config: ml_collections.ConfigDict, device_count: int) -> None:
@@ -181,19 +184,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   restored = ckpts.restore_newest(trainer.state)
   if restored is not None:
     trainer.state = restored
+  elif config.init_from:
+    trainer.state = warm_start.apply(trainer.state, config, dataset.num_classes,
+                                     parallel.replicated(trainer.mesh))
   start = int(jax.device_get(trainer.state.step))
   main = parallel.is_main_process()
   if main:
     _drop_lines_after(workdir / "metrics.jsonl", start)
   writer = metrics_lib.MetricsWriter(workdir, enabled=main)
+  best = (best_lib.BestCheckpoint(workdir / "checkpoints", resumed_step=start)
+          if dataset.validation_images is not None else None)
   log.info("%s at step %d of %d (%d steps per epoch)",
            "resuming" if start else "starting", start, plan.total_steps, plan.steps_per_epoch)
   try:
-    final = _run(config, plan, trainer, ckpts, writer, dataset, start)
+    final = _run(config, plan, trainer, ckpts, best, writer, dataset, start)
   except BaseException:
-    _close_quietly(ckpts, writer)
+    _close_quietly(*filter(None, (ckpts, best, writer)))
     raise
   ckpts.close()
+  if best is not None:
+    best.close()
   writer.close()
   return final
 
@@ -211,9 +221,13 @@ def _close_quietly(*resources) -> None:
 
 
 def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
-         writer: metrics_lib.MetricsWriter, dataset: Dataset, start: int) -> dict[str, float]:
-  eval_data = feeding.eval_batches(dataset.test_images, dataset.test_labels,
-                                   global_batch=config.eval_batch_size, mesh=trainer.mesh)
+         best: best_lib.BestCheckpoint | None, writer: metrics_lib.MetricsWriter,
+         dataset: Dataset, start: int) -> dict[str, float]:
+  eval_split = functools.partial(feeding.eval_batches, global_batch=config.eval_batch_size,
+                                 mesh=trainer.mesh)
+  test_data = eval_split(dataset.test_images, dataset.test_labels)
+  val_data = (eval_split(dataset.validation_images, dataset.validation_labels)
+              if best is not None else None)
   batches = feeding.train_batches(
       dataset.train_images, dataset.train_labels, global_batch=config.batch_size,
       seed=config.seed, mesh=trainer.mesh, start_step=start, end_step=plan.total_steps)
@@ -239,18 +253,38 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
       progress.update(done, scalars["train/loss"], scalars["train/images_per_sec"])
     if done % plan.eval_every == 0 or is_last:
       paused = time.perf_counter()
-      final = trainer.evaluate(eval_data)
-      writer.write(done, {**final, "train/epoch": done / plan.steps_per_epoch})
+      scalars, final = _evaluate(trainer, test_data, val_data, best, done, is_last)
+      writer.write(done, {**scalars, "train/epoch": done / plan.steps_per_epoch})
       train_log.exclude_since(paused)
     if done % plan.checkpoint_every == 0 or is_last:
       _flush_into(writer, train_log, config.nan_policy, done)
       paused = time.perf_counter()
+      if best is not None:  # no checkpoint may land before the best it follows
+        best.finish()
       ckpts.save(done, trainer.state)
       train_log.exclude_since(paused)
   progress.close()
   if not final:  # resumed at the very end: the last eval is re-made for the caller
-    final = trainer.evaluate(eval_data)
+    final = trainer.evaluate(test_data)
   return final
+
+
+def _evaluate(trainer: Trainer, test_data, val_data, best: best_lib.BestCheckpoint | None,
+              step: int, is_last: bool) -> tuple[dict, dict]:
+  """(the eval line's scalars, the test split's results or {}).
+
+  With a validation split, evals run on it and choose the best checkpoint; the test
+  split is evaluated once, at the end. Without one, they run on the test split and the
+  best is simply the last.
+  """
+  if best is None:
+    final = trainer.evaluate(test_data)
+    return {**final, "best/step": step, "best/accuracy": final["eval/accuracy"]}, final
+  scalars = trainer.evaluate(val_data, prefix="val")
+  best.offer(step, scalars["val/accuracy"], trainer.state)
+  scalars.update({"best/step": best.step, "best/accuracy": best.accuracy})
+  final = trainer.evaluate(test_data) if is_last else {}
+  return {**scalars, **final}, final
 
 
 def _flush_into(writer, train_log: _TrainLog, nan_policy: str, step: int) -> None:

@@ -14,7 +14,9 @@ from typing import NoReturn
 import jax
 import ml_collections
 
-from rir_jax import checkpoint, config_check, data, loop, parallel, storage, workdir as workdir_lib
+from rir_jax import (checkpoint, config_check, data, loop, model_card, parallel, storage,
+                     warm_start, workdir as workdir_lib)
+from rir_jax.data import validation
 
 log = logging.getLogger(__name__)
 USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)
@@ -72,6 +74,8 @@ def _check_model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> No
     jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape), train=False))
   except (TypeError, ValueError) as error:
     raise UsageError(f"--config.model: {one_line(error)}") from error
+  if config.init_from:
+    warm_start.check(config, model, shape[1:], dataset.num_classes)
 
 
 def _log_devices() -> None:
@@ -93,8 +97,7 @@ def _prepare(config, workdir: storage.Path, distributed: Distributed,
   config_check.validate(config, device_count=jax.device_count(),
                         process_count=jax.process_count())
   workdir_lib.check(workdir, config)
-  dataset = data.load_dataset(config.data.name, data_dir=config.data.data_dir,
-                              manual_dir=config.data.manual_dir, download=config.data.download)
+  dataset = validation.load_for_config(config.data)
   if dataset.train_images.shape[0] < config.batch_size:
     raise config_check.ConfigError(
         f"--config.batch_size={config.batch_size} is larger than the "
@@ -112,6 +115,8 @@ def launch(config: ml_collections.ConfigDict, workdir: storage.Path, *,
     usage_error(one_line(error))
   _log_devices()  # after the checks: a usage error stays one line on stderr
   workdir_lib.claim(workdir, config, write=parallel.is_main_process())
+  if parallel.is_main_process():  # what a loaded model needs, fixed before it trains
+    model_card.write(workdir, model_card.describe(config, dataset))
   try:
     final = loop.train_and_evaluate(config, workdir, dataset)
   except loop.NonFiniteLoss as error:

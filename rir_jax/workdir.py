@@ -7,11 +7,20 @@ import tempfile
 
 import ml_collections
 
-from rir_jax import storage
+from rir_jax import models, storage
 
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its results.
 _FREE_KEYS = ("allow_config_change",)
+# Keys added after workdirs were first written, with the value their absence stood for:
+# a workdir that lacks them resumes as long as the new config keeps that value.
+_ADDED_KEYS = {
+    "data.validation_examples": 0,
+    "data.validation_seed": 0,
+    "init_from": None,
+    "init_batch_stats": True,
+    "init_new_head": False,
+}
 
 
 class WorkdirError(ValueError):
@@ -35,6 +44,33 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
   return diffs
 
 
+def _with_defaults(saved: dict) -> dict:
+  """A config's JSON with the keys it lacks filled in as they are in effect.
+
+  Configs used to hold only the model keys they changed (a config file may still): the
+  model's own defaults fill in the rest, so a missing key equal to its default is not
+  a change, whichever side lacks it.
+  """
+  filled = json.loads(json.dumps(saved))
+  for dotted, value in _ADDED_KEYS.items():
+    *parents, key = dotted.split(".")
+    node = filled
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node.setdefault(key, value)
+  model = filled.get("model", {})
+  if model.get("name") in models.MODEL_NAMES:
+    defaults = json.loads(json.dumps(models.model_defaults(model["name"])))
+    filled["model"] = {**defaults, **model}
+  return filled
+
+
+def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """What `config` changes from a saved config.json (keys added since count as their
+  old default; keys free to change are ignored): empty where a run may continue."""
+  return _differences(_with_defaults(saved), _with_defaults(config_json(config)))
+
+
 def check(workdir: storage.Path, config: ml_collections.ConfigDict) -> None:
   """Raises WorkdirError without touching anything on disk."""
   if storage.is_remote(workdir):
@@ -43,7 +79,7 @@ def check(workdir: storage.Path, config: ml_collections.ConfigDict) -> None:
     _check_local_folder(workdir)
   saved = workdir / CONFIG_FILE
   if saved.exists() and not config.allow_config_change:
-    diffs = _differences(json.loads(saved.read_text()), config_json(config))
+    diffs = config_differences(json.loads(saved.read_text()), config)
     if diffs:
       raise WorkdirError(
           f"--workdir={workdir} holds a run with another config ({'; '.join(diffs[:3])}"

@@ -33,8 +33,10 @@ def test_every_row_has_the_rirs_parameter_count_within_one_percent(scale, rir_pa
 def test_rows_differ_only_in_their_switches_and_the_rir_row_is_the_main_config():
   from configs import rir_cifar
   assert paper.get_config("row=rir").to_dict() | {"keep_checkpoints": 0} == (
-      rir_cifar.get_config().to_dict() | {"keep_checkpoints": 0, "model": {
-          "name": "rir_paper", "block": "generalized", "outer_shortcut": True}})
+      rir_cifar.get_config().to_dict() | {"keep_checkpoints": 0})
+  for row, switches in paper.ROWS.items():
+    model = paper.get_config(f"row={row}").model.to_dict()
+    assert model == rir_cifar.get_config().model.to_dict() | switches
   plain = params_of(paper.get_config("row=cnn"))
   assert "stem_conv" in plain and "stem_conv_r" not in plain  # one stream
   assert plain["stem_conv"]["kernel"].shape == (3, 3, 3, 96)  # of twice a stream's width

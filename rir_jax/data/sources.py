@@ -65,6 +65,11 @@ class Dataset:
       (pixel / 255), as `augment.normalize` expects.
     std: float32 per-channel standard deviation, same units.
     description: what the data is, for reports, e.g. "CIFAR-10 (JPEG q75)".
+    class_names: the name of each label, e.g. "airplane"; the label's number where
+      the dataset names none.
+    validation_images: uint8 NHWC examples held out of the train split
+      (`validation.carve`), or None.
+    validation_labels: their int32 labels, or None.
   """
   name: str
   train_images: np.ndarray
@@ -76,6 +81,9 @@ class Dataset:
   mean: np.ndarray
   std: np.ndarray
   description: str = ''
+  class_names: tuple[str, ...] = ()
+  validation_images: np.ndarray | None = None
+  validation_labels: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,18 +138,20 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
   if name == SYNTHETIC:
     (train_images, train_labels), test = _synthetic_split('train'), _synthetic_split('test')
     num_classes = 10
+    class_names = tuple(str(label) for label in range(num_classes))
   else:
     builder = _prepared_builder(name, data_dir, manual_dir, download)
     train_images, train_labels = _split_arrays(builder, 'train')
     test = _split_arrays(builder, 'test')
     num_classes = builder.info.features['label'].num_classes
+    class_names = tuple(builder.info.features['label'].names)
   mean, std = channel_stats(train_images)
   colour_32 = train_images.shape[1:] == (32, 32, 3)
   return Dataset(
       name=name, train_images=train_images, train_labels=train_labels,
       test_images=test[0], test_labels=test[1], num_classes=num_classes,
       augmentation='crop_flip' if colour_32 else 'none', mean=mean, std=std,
-      description=_DESCRIPTIONS[name].format(manual_dir=manual_dir))
+      description=_DESCRIPTIONS[name].format(manual_dir=manual_dir), class_names=class_names)
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -27,10 +27,12 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     'rir_paper': RiRPaper,
 }
 MODEL_NAMES = tuple(_MODELS)
+# Model attributes the training code sets from top-level config keys, not from `model`.
+TRAINING_ARGUMENTS = ('dtype', 'conv_impl')
 
 
-def _arguments(factory: Callable[..., nn.Module]) -> list[str]:
-  """The keyword arguments a registered model accepts besides num_classes.
+def _fields(factory: Callable[..., nn.Module]) -> list[dataclasses.Field]:
+  """The dataclass fields a registered model accepts besides num_classes.
 
   A preset (functools.partial) fixes some arguments: those are not offered, so
   'resnet_init' cannot be turned back into 'rir' by a config.
@@ -39,7 +41,41 @@ def _arguments(factory: Callable[..., nn.Module]) -> list[str]:
   if isinstance(factory, functools.partial):
     fixed, factory = set(factory.keywords), factory.func
   hidden = fixed | {'num_classes', 'parent', 'name'}
-  return [f.name for f in dataclasses.fields(factory) if f.name not in hidden]
+  return [f for f in dataclasses.fields(factory) if f.name not in hidden]
+
+
+def _arguments(factory: Callable[..., nn.Module]) -> list[str]:
+  return [f.name for f in _fields(factory)]
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+  """Every keyword argument a config's `model` may set for model `name`, with its default.
+
+  The configs derive their `model` from this, so each argument is a --config.model.* key.
+  """
+  if name not in _MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+  return {f.name: f.default for f in _fields(_MODELS[name])
+          if f.name not in TRAINING_ARGUMENTS}
+
+
+def _as_plain(value: Any) -> Any:
+  return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def config_arguments(name: str, model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """The arguments for model `name` in a config's `model` (without its `name`).
+
+  A key model `name` does not take is dropped when it holds the default another model
+  gives it: it came with the config's own model (`--config.model.name=resnet` on a CNN
+  config). Set to anything else, it stays, and get_model rejects it.
+  """
+  accepted = set(_arguments(_MODELS[name])) if name in _MODELS else set()
+  others = [model_defaults(other) for other in MODEL_NAMES if other != name]
+  def from_another_model(key, value):
+    return any(key in d and _as_plain(d[key]) == _as_plain(value) for d in others)
+  return {k: v for k, v in model_config.items()
+          if k != 'name' and (k in accepted or not from_another_model(k, v))}
 
 
 def get_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -61,6 +97,6 @@ def count_params(params: Any) -> int:
 
 __all__ = [
     'CNN', 'GeneralizedResidualBlock', 'MODEL_NAMES', 'PreActBlock', 'ResNet',
-    'ResNetInit', 'RiR', 'RiRBlock', 'RiRPaper', 'count_params', 'get_model',
-    'resnet_init_kernel',
+    'ResNetInit', 'RiR', 'RiRBlock', 'RiRPaper', 'TRAINING_ARGUMENTS', 'config_arguments',
+    'count_params', 'get_model', 'model_defaults', 'resnet_init_kernel',
 ]

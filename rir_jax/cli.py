@@ -1,0 +1,86 @@
+"""What the model commands (evaluate, predict, export) share: one-line errors, exit codes.
+
+A mistake the user can fix is one line on stderr and exit code 2, before anything is
+written; a failure while working is one line and exit code 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import NoReturn
+
+import ml_collections
+
+from rir_jax import data, exported, loading, preprocess
+
+# What a user can fix: a bad path, step, split, data folder or image.
+USAGE_ERRORS = (loading.LoadError, data.DataError, exported.ExportError,
+                preprocess.ImageError)
+_DATA_PREFIX = "--config.data."
+
+
+class UsageError(ValueError):
+  """Bad arguments: exit 2."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(code)
+
+
+class Parser(argparse.ArgumentParser):
+  """argparse with its errors as one line (no usage block) and exit code 2."""
+
+  def error(self, message: str) -> NoReturn:
+    fail(f"{message} (see {self.prog} --help)")
+
+
+def quiet_libraries() -> None:
+  """Our lines only on stderr: Orbax and absl log every restore at INFO/WARNING."""
+  logging.getLogger("absl").setLevel(logging.ERROR)
+  logging.getLogger("rir_jax").setLevel(logging.WARNING)
+
+
+def split_data_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+  """(other arguments, {key: text}) for each `--config.data.KEY=VALUE` in argv."""
+  rest, overrides = [], {}
+  for arg in argv:
+    if arg.startswith(_DATA_PREFIX):
+      key, sep, value = arg[len(_DATA_PREFIX):].partition("=")
+      if not sep:
+        raise UsageError(f"{arg} needs a value: {_DATA_PREFIX}KEY=VALUE")
+      overrides[key] = value
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
+def run_config(workdir, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+  """The run's config.json, with `config.data` keys changed as the command line says."""
+  try:
+    saved = json.loads((workdir / "config.json").read_text())
+  except FileNotFoundError as error:
+    raise UsageError(f"--workdir={workdir} has no config.json: not a training workdir") from error
+  config = ml_collections.ConfigDict(saved)
+  for key, text in overrides.items():
+    if key not in config.data:
+      raise UsageError(f"unknown key --config.data.{key}; the keys are: "
+                       f"{', '.join(sorted(config.data.keys()))}")
+    config.data[key] = _typed(key, text, config.data[key])
+  return config
+
+
+def _typed(key: str, text: str, current):
+  """`text` as the type the key holds (a path may replace a None)."""
+  if isinstance(current, bool):
+    if text.lower() not in ("true", "false"):
+      raise UsageError(f"--config.data.{key}={text} must be True or False")
+    return text.lower() == "true"
+  if isinstance(current, int):
+    try:
+      return int(text)
+    except ValueError as error:
+      raise UsageError(f"--config.data.{key}={text} must be an integer") from error
+  return text

@@ -1,0 +1,52 @@
+"""Writes one self-contained file of a trained model: `rir_jax.load(FILE)` needs nothing else.
+
+  python -m rir_jax.export --workdir=DIR --out=FILE [--step=best|last|N]
+
+The file's format is described in rir_jax/exported.py (and the README). Exit codes:
+0 done, 2 bad usage, 1 a failure while writing.
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from rir_jax import cli, exported, loading
+
+
+def _parser() -> cli.Parser:
+  parser = cli.Parser(prog="python -m rir_jax.export", description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", required=True, type=pathlib.Path)
+  parser.add_argument("--out", required=True, type=pathlib.Path)
+  parser.add_argument("--step", default="best", help="best (default), last or a step number")
+  return parser
+
+
+def _check_out(out: pathlib.Path) -> None:
+  if out.is_dir():
+    raise cli.UsageError(f"--out={out} is a folder; give a file name, e.g. {out / 'model.msgpack'}")
+  if not out.parent.is_dir():
+    raise cli.UsageError(f"--out={out}: folder {out.parent} does not exist")
+
+
+def main(argv: list[str]) -> int:
+  cli.quiet_libraries()
+  try:
+    args = _parser().parse_args(argv)
+    if not args.workdir.is_dir():
+      raise cli.UsageError(f"--workdir={args.workdir} is not a folder; give a training workdir")
+    _check_out(args.out)
+    trained = loading.load_trained(args.workdir, args.step)
+  except (cli.UsageError, *cli.USAGE_ERRORS) as error:
+    cli.fail(error)
+  card = {**trained.card, "step": trained.step, "source": str(args.workdir.resolve())}
+  try:
+    exported.write(args.out, card, trained.variables)
+  except OSError as error:
+    cli.fail(f"could not write {args.out}: {error.strerror}", 1)
+  size = args.out.stat().st_size
+  print(f"step {trained.step} of {args.workdir} -> {args.out} ({size / 1e6:.2f} MB)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

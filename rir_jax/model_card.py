@@ -1,0 +1,57 @@
+"""WORKDIR/model.json: how to rebuild a run's model and feed it, written when training starts.
+
+    {"model": {"name": "cnn", "num_classes": 10, ...its arguments},
+     "dtype": "float32", "conv_impl": "auto", "preprocess": {mean, std, class_names, ...}}
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import flax.linen as nn
+import ml_collections
+
+from rir_jax import loop, models
+from rir_jax.data import Dataset
+from rir_jax.preprocess import Preprocess
+
+MODEL_FILE = "model.json"
+
+
+def describe(config: ml_collections.ConfigDict, dataset: Dataset) -> dict:
+  """The card of a run about to train `config` on `dataset` (its training split)."""
+  arguments = models.config_arguments(config.model.name, config.model)
+  preprocess = Preprocess(
+      dataset=dataset.name, class_names=tuple(dataset.class_names),
+      image_shape=tuple(int(n) for n in dataset.train_images.shape[1:]),
+      mean=tuple(float(m) for m in dataset.mean), std=tuple(float(s) for s in dataset.std),
+      dtype=config.dtype)
+  card = {"model": {"name": config.model.name, "num_classes": dataset.num_classes,
+                    **arguments},
+          "dtype": config.dtype, "conv_impl": config.conv_impl,
+          "preprocess": preprocess.to_json()}
+  return json.loads(json.dumps(card))  # tuples as lists: the card as it reads back
+
+
+def write(workdir: pathlib.Path, card: dict) -> None:
+  """Written aside then renamed: a kill never leaves half a card."""
+  tmp = workdir / (MODEL_FILE + ".tmp")
+  tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+  tmp.replace(workdir / MODEL_FILE)
+
+
+def read(workdir: pathlib.Path) -> dict:
+  return json.loads((workdir / MODEL_FILE).read_text())
+
+
+def build_model(card: dict, *, conv_impl: str | None = None) -> nn.Module:
+  """The card's model; `conv_impl` overrides the kernels it trained with (same math)."""
+  arguments = {k: tuple(v) if isinstance(v, list) else v
+               for k, v in card["model"].items() if k not in ("name", "num_classes")}
+  return models.get_model(card["model"]["name"], num_classes=card["model"]["num_classes"],
+                          dtype=loop.DTYPES[card["dtype"]],
+                          conv_impl=conv_impl or card["conv_impl"], **arguments)
+
+
+def preprocess(card: dict) -> Preprocess:
+  return Preprocess.from_json(card["preprocess"])

@@ -1,0 +1,101 @@
+"""Predicts the classes of image files with a trained model.
+
+  python -m rir_jax.predict --workdir=DIR_OR_EXPORT IMAGE_OR_FOLDER... [--top_k=5] [--json]
+      [--step=best|last|N] [--resize]
+
+Each picture is converted as the training data was (grayscale or RGB, then the training
+split's normalisation); one of another size is refused unless --resize. Prints, per image,
+the top-k class names with probabilities (--json: one JSON object per line). Exit codes:
+0 done, 2 bad usage or an unreadable image (nothing is predicted then).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from rir_jax import cli, inference, loading
+from rir_jax.preprocess import ImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_BATCH = 256
+
+
+def _parser() -> cli.Parser:
+  parser = cli.Parser(prog="python -m rir_jax.predict", description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", required=True, type=pathlib.Path,
+                      help="a training workdir or a file written by rir_jax.export")
+  parser.add_argument("paths", nargs="+", type=pathlib.Path, metavar="IMAGE_OR_FOLDER")
+  parser.add_argument("--step", default="best", help="best (default), last or a step number")
+  parser.add_argument("--top_k", type=int, default=5)
+  parser.add_argument("--json", action="store_true", help="one JSON object per line")
+  parser.add_argument("--resize", action="store_true",
+                      help="resize pictures of another size instead of refusing them")
+  return parser
+
+
+def image_files(paths: list[pathlib.Path]) -> list[pathlib.Path]:
+  """The files named, and the pictures inside the folders named (sorted, recursively)."""
+  files = []
+  for path in paths:
+    if path.is_dir():
+      found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+      if not found:
+        raise cli.UsageError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+      files += found
+    elif path.is_file():
+      files.append(path)
+    else:
+      raise cli.UsageError(f"{path} does not exist")
+  return files
+
+
+def read_images(files: list[pathlib.Path], preprocess, *, resize: bool) -> np.ndarray:
+  """uint8 NHWC, every file converted as the training data was; ImageError names a bad one."""
+  arrays = []
+  for file in files:
+    try:
+      with Image.open(file) as image:
+        arrays.append(preprocess.image_array(image, resize=resize, name=str(file)))
+    except (UnidentifiedImageError, OSError) as error:
+      raise ImageError(f"{file} is not a readable image ({type(error).__name__})") from error
+  return np.stack(arrays)
+
+
+def top_k(logits: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]]]:
+  """Per row, the k most probable (class name, probability), most probable first."""
+  shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+  probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+  order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+  return [[(class_names[c], float(p[c])) for c in row] for row, p in zip(order, probs)]
+
+
+def main(argv: list[str]) -> int:
+  cli.quiet_libraries()
+  try:
+    args = _parser().parse_args(argv)
+    if args.top_k < 1:
+      raise cli.UsageError(f"--top_k={args.top_k} must be >= 1")
+    files = image_files(args.paths)
+    trained = loading.load_trained(args.workdir, args.step)
+    images = read_images(files, trained.preprocess, resize=args.resize)
+  except (cli.UsageError, *cli.USAGE_ERRORS) as error:
+    cli.fail(error)
+  batch = -(-min(_BATCH, len(images)) // jax.device_count()) * jax.device_count()
+  logits = inference.logits(trained, images, batch_size=batch)
+  k = min(args.top_k, trained.preprocess.num_classes)
+  for file, best in zip(files, top_k(logits, trained.preprocess.class_names, k)):
+    if args.json:
+      print(json.dumps({"file": str(file), "top_k": [{"class": c, "probability": p}
+                                                     for c, p in best]}))
+    else:
+      print(f"{file}: " + ", ".join(f"{c} {p:.4f}" for c, p in best))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

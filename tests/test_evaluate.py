@@ -1,0 +1,77 @@
+"""python -m rir_jax.evaluate: the run's own numbers, per-class results, one-line errors."""
+import concurrent.futures
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from trained_helpers import assert_one_line_exit_2, eval_lines, run_module, shared_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, shared_data):
+  return shared_run(tmp_path_factory, shared_data)
+
+
+def _evaluate(workdir, *args):
+  result = run_module("evaluate", f"--workdir={workdir}", *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.count("\n") == 1 and result.stderr == "", (result.stdout, result.stderr)
+  return result.stdout
+
+
+def test_test_split_top1_equals_the_runs_last_eval_line_exactly(run):
+  last = eval_lines(run)[-1]
+  line = _evaluate(run, "--split=test", "--step=last")
+  report = json.loads((run / "eval" / f"test-{last['step']}.json").read_text())
+  assert report["top1_accuracy"] == last["eval/accuracy"]
+  assert report["loss"] == pytest.approx(last["eval/loss"], rel=1e-6)
+  assert report["examples"] == last["eval/examples"] == 10_000
+  assert f"top-1 {last['eval/accuracy']:.4f}" in line
+  confusion = np.array(report["confusion_matrix"])
+  assert confusion.shape == (10, 10) and confusion.sum() == 10_000
+  # The confusion matrix's diagonal is the same predictions' count of correct ones.
+  assert np.trace(confusion) == round(report["top1_accuracy"] * 10_000)
+  per_class = report["per_class_accuracy"]
+  assert list(per_class) == [str(d) for d in range(10)]
+  rows = confusion.sum(axis=1)
+  np.testing.assert_allclose([per_class[str(d)] for d in range(10)],
+                             np.diag(confusion) / rows)
+  assert report["top1_accuracy"] <= report["top5_accuracy"] <= 1
+  assert (run / "eval" / f"test-{last['step']}-confusion.png").stat().st_size > 0
+
+
+def test_validation_split_at_the_best_step_equals_its_eval_line(run):
+  lines = eval_lines(run)
+  best_step = lines[-1]["best/step"]
+  at_best = next(line for line in lines if line["step"] == best_step)
+  _evaluate(run, "--split=validation", "--step=best")
+  report = json.loads((run / "eval" / f"validation-{best_step}.json").read_text())
+  assert report["step"] == best_step and report["examples"] == 1000
+  assert report["top1_accuracy"] == at_best["val/accuracy"] == lines[-1]["best/accuracy"]
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, tmp_path):
+  no_validation = tmp_path / "no_validation"
+  shutil.copytree(run, no_validation, ignore=shutil.ignore_patterns("eval"))
+  config = json.loads((no_validation / "config.json").read_text())
+  config["data"]["validation_examples"] = 0
+  (no_validation / "config.json").write_text(json.dumps(config))
+  cases = [
+      (["--workdir=" + str(tmp_path / "nowhere")], "no config.json"),
+      ([f"--workdir={run}", "--step=soon"], "--step=soon"),
+      ([f"--workdir={run}", "--step=7"], "no checkpoint of step 7"),
+      ([f"--workdir={run}", "--split=train"], "--split"),
+      ([f"--workdir={run}", "--config.data.colour=red"], "colour"),
+      ([f"--workdir={run}", "--config.data.download=maybe"], "True or False"),
+      ([f"--workdir={no_validation}", "--split=validation"], "without a validation split"),
+      ([], "--workdir"),
+  ]
+  before = sorted(p.name for p in run.iterdir())
+  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    results = list(pool.map(lambda case: run_module("evaluate", *case[0]), cases))
+  for (_, phrase), result in zip(cases, results):
+    assert_one_line_exit_2(result, phrase)
+  assert sorted(p.name for p in run.iterdir()) == before
+  assert not (no_validation / "eval").exists()
