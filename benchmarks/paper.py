@@ -118,7 +118,11 @@ def markdown(results: dict) -> str:
         f"| {m['wall_seconds_mean']:.0f} |")
   lines += ["", "Differences (Welch's t, 95% confidence interval over seeds):", ""]
   lines += [f"- {significance.sentence(c)}" for c in results["differences"]]
-  lines += ["", f"Command: `{results['command']}`", ""]
+  lines += ["", f"Command: `{results['command']}`"]
+  if results["runs_finished"] < results["runs_planned"]:
+    lines += ["", f"Runs finished so far: {results['runs_finished']} of "
+              f"{results['runs_planned']}; the same command continues the study."]
+  lines.append("")
   return "\n".join(lines)
 
 
@@ -148,8 +152,11 @@ def main(argv=None) -> int:
     print("no finished runs yet", file=sys.stderr)
     return 1
   accuracies = {m["model"]: [r["eval/accuracy"] for r in m["runs"]] for m in rows}
+  training_argv = [a for a in (argv or sys.argv[1:]) if a != "--report_only"]
   results = {
-      "command": " ".join(["python", "benchmarks/paper.py", *(argv or sys.argv[1:])]),
+      "command": " ".join(["python", "benchmarks/paper.py", *training_argv]),
+      "runs_finished": sum(len(r) for r in runs.values()),
+      "runs_planned": args.seeds * len(args.rows),
       "dataset": args.dataset, "scale": args.scale,
       "train_examples": len(dataset.train_labels), "test_examples": len(dataset.test_labels),
       "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),

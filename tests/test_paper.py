@@ -130,3 +130,6 @@ def test_paper_benchmark_smoke_end_to_end_reuses_finished_runs(tmp_path, capsys)
   assert paper_benchmark.main([*argv, "--report_only"]) == 0
   assert "== " not in capsys.readouterr().out  # nothing trained again
   assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+  assert "Runs finished so far" not in (out / "results.md").read_text()
+  assert paper_benchmark.main([*argv, "--seeds=3", "--report_only"]) == 0  # the last wins
+  assert "Runs finished so far: 4 of 6" in (out / "results.md").read_text()
