@@ -11,6 +11,7 @@ import logging as std_logging
 import pathlib
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -42,7 +43,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     if FLAGS.config is None or not FLAGS.workdir:
       raise flags.Error("--config and --workdir are required")
-    FLAGS.config.keys()  # the config file loads lazily: make its errors happen here
+    # The config file loads lazily: make its errors happen here.
+    if not isinstance(FLAGS.config, ml_collections.ConfigDict):
+      raise flags.Error(f"--config: get_config() returned a {type(FLAGS.config).__name__}, "
+                        "not an ml_collections.ConfigDict")
     return rest
   except Exception as error:  # noqa: BLE001 - a config file that raises lands here too
     run.usage_error(_describe(error))

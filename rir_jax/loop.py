@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import pathlib
+import shutil
 import time
 
 import jax
@@ -19,7 +20,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import checkpoint, feeding, metrics as metrics_lib, optim, parallel, train
+from rir_jax import (checkpoint, config_check, feeding, metrics as metrics_lib, optim,
+                     parallel, stopping, train)
 from rir_jax.data import Dataset, pipeline
 from rir_jax.models import get_model
 
@@ -29,7 +31,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class NonFiniteLoss(RuntimeError):
-  """The training loss became NaN or inf (nan_policy=stop)."""
+  """The training loss became NaN or inf (nan_policy=stop).
+
+  `kept_step` is the newest checkpoint left on disk (None: none), set once saves landed.
+  """
+  kept_step: int | None = None
+
+
+class PastTheEnd(config_check.ConfigError):
+  """The workdir's checkpoint is beyond this config's last step: nothing to train."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,25 +159,55 @@ class _TrainLog:
 
 
 def _drop_lines_after(path: pathlib.Path, step: int) -> None:
-  """On resume, forget metrics written past the restored step (they will be re-made)."""
+  """On resume, forget metrics written past the restored step (they will be re-made).
+
+  Unreadable lines (a torn last line, garbage) are dropped with a warning, kept aside in
+  metrics.jsonl.dropped.
+  """
   if not path.exists():
     return
-  kept = [line for line in metrics_lib.read_metrics(path) if line["step"] <= step]
+  lines, problems = metrics_lib.read_metrics_leniently(path)
   tmp = path.with_suffix(".jsonl.tmp")  # rename, so a kill here never loses the file
-  tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
-  tmp.replace(path)
+  try:
+    if problems:
+      dropped = path.with_name(path.name + ".dropped")
+      shutil.copyfile(path, dropped)
+      log.warning("%s: dropped %d unreadable line(s): %s (the file as it was: %s)", path,
+                  len(problems), "; ".join(problems[:3]), dropped)
+    kept = [line for line in lines if line["step"] <= step]
+    tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
+    tmp.replace(path)
+  except OSError as error:
+    tmp.unlink(missing_ok=True)
+    raise metrics_lib.WriterError(f"could not rewrite {path} ({error.strerror})") from error
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
-                       dataset: Dataset) -> dict[str, float]:
-  """Trains `config` on `dataset` into `workdir` (resuming if it holds checkpoints)."""
+                       dataset: Dataset, *, signals=stopping.NO_SIGNALS,
+                       on_restored=None) -> dict[str, float]:
+  """Trains `config` on `dataset` into `workdir` (resuming if it holds checkpoints).
+
+  `on_restored()` runs once the workdir's checkpoint (if any) has restored into this
+  config, before anything else is written; `signals` (stopping.StopSignals) stops the
+  loop at a step boundary with a checkpoint of that step, raising stopping.Stopped.
+  """
   plan = make_plan(config, len(dataset.train_labels))
   trainer = Trainer(config, dataset, plan)
   ckpts = checkpoint.Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
-  restored = ckpts.restore_newest(trainer.state)
+  try:
+    restored = ckpts.restore_newest(trainer.state)
+  except BaseException:
+    _close_quietly(ckpts)
+    raise
   if restored is not None:
     trainer.state = restored
   start = int(jax.device_get(trainer.state.step))
+  if start > plan.total_steps:
+    _close_quietly(ckpts)
+    raise PastTheEnd(f"{workdir} holds a checkpoint at step {start}, past this config's "
+                     f"last step {plan.total_steps}; use a new --workdir for a shorter run")
+  if on_restored is not None:
+    on_restored()
   main = parallel.is_main_process()
   if main:
     _drop_lines_after(workdir / "metrics.jsonl", start)
@@ -175,7 +215,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   log.info("%s at step %d of %d (%d steps per epoch)",
            "resuming" if start else "starting", start, plan.total_steps, plan.steps_per_epoch)
   try:
-    final = _run(config, plan, trainer, ckpts, writer, dataset, start)
+    with signals.deferred():
+      final = _run(config, plan, trainer, ckpts, writer, dataset, start, signals)
+  except stopping.Stopped:
+    ckpts.close()  # the stop's checkpoint must land: a failure here is the one to report
+    writer.close()
+    raise
+  except NonFiniteLoss as error:
+    _close_quietly(ckpts, writer)
+    error.kept_step = checkpoint.newest_step(workdir / "checkpoints")
+    raise
   except BaseException:
     _close_quietly(ckpts, writer)
     raise
@@ -197,7 +246,8 @@ def _close_quietly(*resources) -> None:
 
 
 def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
-         writer: metrics_lib.MetricsWriter, dataset: Dataset, start: int) -> dict[str, float]:
+         writer: metrics_lib.MetricsWriter, dataset: Dataset, start: int,
+         signals) -> dict[str, float]:
   eval_data = feeding.eval_batches(dataset.test_images, dataset.test_labels,
                                    global_batch=config.eval_batch_size, mesh=trainer.mesh)
   batches = feeding.train_batches(
@@ -228,11 +278,19 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
       final = trainer.evaluate(eval_data)
       writer.write(done, {**final, "train/epoch": done / plan.steps_per_epoch})
       train_log.exclude_since(paused)
-    if done % plan.checkpoint_every == 0 or is_last:
+    saving = done % plan.checkpoint_every == 0 or is_last
+    if saving:
       _flush_into(writer, train_log, config.nan_policy, done)
       paused = time.perf_counter()
       ckpts.save(done, trainer.state)
       train_log.exclude_since(paused)
+    signum = None if is_last else signals.requested(done)
+    if signum is not None:
+      progress.close()
+      if not saving:
+        _flush_into(writer, train_log, config.nan_policy, done)
+        ckpts.save(done, trainer.state)
+      raise stopping.Stopped(signum, done)
   progress.close()
   if not final:  # resumed at the very end: the last eval is re-made for the caller
     final = trainer.evaluate(eval_data)

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import signal
 import socket
 import sys
+import traceback
 from typing import NoReturn
 
 import jax
 import ml_collections
 
-from rir_jax import checkpoint, config_check, data, loop, parallel, workdir as workdir_lib
+from rir_jax import (checkpoint, config_check, data, loop, memory_check, metrics, parallel,
+                     stopping, workdir as workdir_lib, workdir_lock)
+from rir_jax.data import pipeline
 
 USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)
 
@@ -64,13 +68,25 @@ def _check_distributed(d: Distributed) -> None:
 
 
 def _check_model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
-  """Builds the model abstractly: bad model keys fail here, before any workdir exists."""
+  """Builds the model abstractly: bad model keys, or batches too big for memory, fail here."""
   try:
     model = loop.make_model(config, dataset.num_classes)
     shape = (1, *dataset.train_images.shape[1:])
     jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape), train=False))
   except (TypeError, ValueError) as error:
     raise UsageError(f"--config.model: {one_line(error)}") from error
+  memory_check.check_batches(config, model, dataset.train_images.shape[1:],
+                             len(dataset.test_labels))
+
+
+def _start_backend() -> None:
+  """JAX's devices, or one line saying why there are none (JAX_PLATFORMS=cuda, no GPU)."""
+  try:
+    jax.devices()
+  except RuntimeError as error:
+    raise UsageError(f"JAX cannot start its devices ({one_line(error)[:300]}); check "
+                     "JAX_PLATFORMS and the accelerator's drivers, or unset JAX_PLATFORMS "
+                     "to run on the CPU") from error
 
 
 def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
@@ -80,10 +96,15 @@ def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
   parallel.initialize_distributed(distributed.coordinator_address, distributed.num_processes,
                                   distributed.process_id, auto=distributed.auto,
                                   timeout_s=distributed.timeout_s)
+  _start_backend()
   if jax_cache_dir:
     jax.config.update("jax_compilation_cache_dir", jax_cache_dir)
-  config_check.validate(config, device_count=jax.device_count(),
-                        process_count=jax.process_count())
+  try:
+    config_check.validate(config, device_count=jax.device_count(),
+                          process_count=jax.process_count())
+  except (AttributeError, KeyError) as error:  # a config not derived from default.py
+    raise UsageError(f"--config lacks a key every config has ({one_line(error)}); start it "
+                     "from configs/default.py's get_config()") from error
   workdir_lib.check(workdir, config)
   dataset = data.load_dataset(config.data.name, data_dir=config.data.data_dir,
                               manual_dir=config.data.manual_dir, download=config.data.download)
@@ -91,30 +112,88 @@ def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
     raise config_check.ConfigError(
         f"--config.batch_size={config.batch_size} is larger than the "
         f"{dataset.train_images.shape[0]} training examples of {config.data.name}")
+  config_check.validate_schedule(
+      config, pipeline.steps_per_epoch(len(dataset.train_labels), config.batch_size))
   _check_model(config, dataset)
   return dataset
+
+
+def _error(message: str) -> int:
+  print(f"error: {message}", file=sys.stderr)
+  return 1
+
+
+def _unexpected(error: BaseException, workdir: pathlib.Path) -> int:
+  """One line for a failure nobody foresaw; its traceback goes to a file in the workdir."""
+  where = workdir / "traceback.txt"
+  try:
+    where.write_text("".join(traceback.format_exception(error)))
+    hint = f" (traceback in {where})"
+  except OSError:
+    hint = ""
+  return _error(f"{type(error).__name__}: {one_line(error)[:500]}{hint}")
 
 
 def launch(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
            distributed: Distributed, jax_cache_dir: str) -> int:
   """Runs the whole command; returns the exit code (usage errors exit 2 directly)."""
+  signals = stopping.StopSignals()
   try:
-    dataset = _prepare(config, workdir, distributed, jax_cache_dir)
-  except (UsageError, *USAGE_ERRORS) as error:
+    try:
+      dataset = _prepare(config, workdir, distributed, jax_cache_dir)
+      signals.install()
+      workdir_lib.claim(workdir, config, main=parallel.is_main_process())
+    except (UsageError, workdir_lock.WorkdirBusy, *USAGE_ERRORS) as error:
+      usage_error(one_line(error))
+    except OSError as error:  # a full disk as the workdir is created
+      return _error(f"cannot set up --workdir={workdir} ({error.strerror or error})")
+    return _train(config, workdir, dataset, signals)
+  except (stopping.Stopped, KeyboardInterrupt) as error:
+    return _stopped(error)
+
+
+def _record_config(config, workdir: pathlib.Path):
+  """The workdir's config.json, rewritten once the checkpoint restored into `config`."""
+  if parallel.is_main_process():
+    return lambda: workdir_lib.record_config(workdir, config)
+  return None
+
+
+def _train(config, workdir: pathlib.Path, dataset: data.Dataset,
+           signals: stopping.StopSignals) -> int:
+  try:
+    final = loop.train_and_evaluate(config, workdir, dataset, signals=signals,
+                                    on_restored=_record_config(config, workdir))
+  except loop.PastTheEnd as error:
     usage_error(one_line(error))
-  workdir_lib.claim(workdir, config, write=parallel.is_main_process())
-  try:
-    final = loop.train_and_evaluate(config, workdir, dataset)
   except loop.NonFiniteLoss as error:
-    print(f"error: {error}; stopped with the last good checkpoint kept in "
-          f"{workdir / 'checkpoints'} (try a lower --config.optimizer.learning_rate, or "
-          "--config.nan_policy=skip_step)", file=sys.stderr)
-    return 1
+    kept = (f"the newest checkpoint kept is step {error.kept_step}" if error.kept_step
+            else "no checkpoint was saved before it")
+    return _error(f"{error}; stopped, {kept} (in {workdir / 'checkpoints'}; try a lower "
+                  "--config.optimizer.learning_rate, or --config.nan_policy=skip_step)")
   except checkpoint.CheckpointError as error:
-    print(f"error: {one_line(error)}; earlier checkpoints are intact", file=sys.stderr)
-    return 1
+    newest = checkpoint.newest_step(workdir / "checkpoints")
+    kept = (f"the checkpoint at step {newest} is intact" if newest
+            else "no checkpoint has been saved")
+    return _error(f"{one_line(error)}; {kept}")
+  except (metrics.WriterError, OSError) as error:
+    return _error(f"{one_line(error)}; the checkpoints already saved are intact")
+  except (stopping.Stopped, KeyboardInterrupt):
+    raise
+  except Exception as error:  # noqa: BLE001 - one line, the traceback to a file
+    return _unexpected(error, workdir)
   if parallel.is_main_process():
     print(f"final eval accuracy {final['eval/accuracy']:.4f} (loss {final['eval/loss']:.4f}, "
           f"{final['eval/examples']} test examples); results in {workdir}: config.json, "
           "metrics.jsonl, tensorboard/, checkpoints/")
   return 0
+
+
+def _stopped(error: BaseException) -> int:
+  """SIGTERM or SIGINT: one line saying where the run stopped and how to go on."""
+  if isinstance(error, KeyboardInterrupt):
+    error = stopping.Stopped(signal.SIGINT)
+  where = (f" at step {error.step}, its checkpoint saved" if error.step is not None else "")
+  print(f"stopped by {signal.Signals(error.signum).name}{where}; re-run the same command to "
+        "continue", file=sys.stderr)
+  return error.exit_code
