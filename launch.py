@@ -3,7 +3,8 @@
   python launch.py --config=configs/rir_cifar.py --workdir=runs/rir1 [--config.key=value ...]
 
 Exit codes: 0 done; 2 bad usage, config or data (one line on stderr, workdir untouched);
-1 a failure during the run (non-finite loss, a checkpoint that cannot be written).
+1 a failure during the run (non-finite loss, a checkpoint that cannot be written);
+143 / 130 stopped by SIGTERM / SIGINT at a step boundary, that step checkpointed.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rir_jax import host_memory, run
+from rir_jax import host_memory, library_noise, run
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
@@ -77,6 +78,7 @@ def main(argv: list[str]) -> None:
   # Our progress at INFO; the libraries' (Orbax logs every save step by step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("rir_jax").setLevel(std_logging.INFO)
+  library_noise.cut_to_one_line()
   if FLAGS.reuse_host_memory:
     host_memory.reuse_freed_memory()  # before JAX starts its threads
   sys.exit(run.launch(

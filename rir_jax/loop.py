@@ -287,7 +287,7 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
     signum = None if is_last else signals.requested(done)
     if signum is not None:
       progress.close()
-      if not saving:
+      if not saving:  # the stop's own checkpoint, after the same check as any other
         _flush_into(writer, train_log, config.nan_policy, done)
         ckpts.save(done, trainer.state)
       raise stopping.Stopped(signum, done)

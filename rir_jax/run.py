@@ -6,6 +6,7 @@ exit code 2; failures during the run exit 1.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import signal
 import socket
@@ -16,8 +17,8 @@ from typing import NoReturn
 import jax
 import ml_collections
 
-from rir_jax import (checkpoint, config_check, data, loop, memory_check, metrics, parallel,
-                     stopping, workdir as workdir_lib, workdir_lock)
+from rir_jax import (checkpoint, config_check, data, kernel_record, loop, memory_check,
+                     metrics, parallel, stopping, workdir as workdir_lib, workdir_lock)
 from rir_jax.data import pipeline
 
 USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)
@@ -83,10 +84,11 @@ def _start_backend() -> None:
   """JAX's devices, or one line saying why there are none (JAX_PLATFORMS=cuda, no GPU)."""
   try:
     jax.devices()
-  except RuntimeError as error:
-    raise UsageError(f"JAX cannot start its devices ({one_line(error)[:300]}); check "
-                     "JAX_PLATFORMS and the accelerator's drivers, or unset JAX_PLATFORMS "
-                     "to run on the CPU") from error
+  except Exception as error:  # noqa: BLE001 - RuntimeError, or an assert for an unknown platform
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    raise UsageError(f"JAX cannot start its devices (JAX_PLATFORMS={platforms!r}: "
+                     f"{one_line(error)[:300]}); check the accelerator and its drivers, or "
+                     "set JAX_PLATFORMS=cpu") from error
 
 
 def _prepare(config, workdir: pathlib.Path, distributed: Distributed,
@@ -143,11 +145,12 @@ def launch(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
       dataset = _prepare(config, workdir, distributed, jax_cache_dir)
       signals.install()
       workdir_lib.claim(workdir, config, main=parallel.is_main_process())
+      settled = kernel_record.settle(config, workdir, write=parallel.is_main_process())
     except (UsageError, workdir_lock.WorkdirBusy, *USAGE_ERRORS) as error:
       usage_error(one_line(error))
     except OSError as error:  # a full disk as the workdir is created
       return _error(f"cannot set up --workdir={workdir} ({error.strerror or error})")
-    return _train(config, workdir, dataset, signals)
+    return _train(config, settled, workdir, dataset, signals)
   except (stopping.Stopped, KeyboardInterrupt) as error:
     return _stopped(error)
 
@@ -159,10 +162,11 @@ def _record_config(config, workdir: pathlib.Path):
   return None
 
 
-def _train(config, workdir: pathlib.Path, dataset: data.Dataset,
+def _train(config, settled, workdir: pathlib.Path, dataset: data.Dataset,
            signals: stopping.StopSignals) -> int:
+  """Trains `settled` (`config` with its kernels resolved); config.json records `config`."""
   try:
-    final = loop.train_and_evaluate(config, workdir, dataset, signals=signals,
+    final = loop.train_and_evaluate(settled, workdir, dataset, signals=signals,
                                     on_restored=_record_config(config, workdir))
   except loop.PastTheEnd as error:
     usage_error(one_line(error))
