@@ -9,6 +9,7 @@ Exit codes: 0 done; 2 bad usage, config or data (one line on stderr, workdir unt
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import pathlib
 import sys
 
@@ -81,12 +82,20 @@ def main(argv: list[str]) -> None:
   library_noise.cut_to_one_line()
   if FLAGS.reuse_host_memory:
     host_memory.reuse_freed_memory()  # before JAX starts its threads
-  sys.exit(run.launch(
+  code = run.launch(
       FLAGS.config, pathlib.Path(FLAGS.workdir),
       distributed=run.Distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                   FLAGS.process_id, FLAGS.auto_distributed,
                                   FLAGS.distributed_timeout),
-      jax_cache_dir=FLAGS.jax_cache_dir))
+      jax_cache_dir=FLAGS.jax_cache_dir)
+  if code == 1:
+    # After a failed save (a read-only or vanished disk), Orbax's helper threads wait
+    # out a 300 s signal timeout before Python may exit; the error is reported and the
+    # writers are closed, so nothing is left to wait for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import socket
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "lock"
+_held: dict[str, object] = {}  # lock path -> open file, for this process's life
 
 
 class WorkdirBusy(ValueError):
@@ -38,6 +39,9 @@ def acquire(workdir: pathlib.Path):
   Raises WorkdirBusy, naming the holder, when a live process has it.
   """
   path = workdir / LOCK_FILE
+  key = str(path.resolve())
+  if key in _held:  # this process's own (a benchmark trains several runs in one process)
+    return _held[key]
   handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until the process ends
   try:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,6 +61,7 @@ def acquire(workdir: pathlib.Path):
   handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
   handle.flush()
   atexit.register(_release, handle)
+  _held[key] = handle
   return handle
 
 

@@ -269,6 +269,29 @@ def test_read_only_checkpoints_fail_in_seconds_with_one_truthful_line(tiny, tmp_
   assert time.monotonic() - began < 120
 
 
+def test_checkpoints_turning_read_only_mid_run_fail_in_seconds(tiny, tmp_path, mounts):
+  workdir = tmp_path / "run"
+  _mount_tmpfs(workdir / "checkpoints", "size=8m")
+  mounts.append(workdir / "checkpoints")
+  proc = start(launch_command(tiny, workdir, "--config.num_train_steps=4000",
+                              "--config.checkpoint_every_steps=20"), tmp_path / "run.log")
+  try:
+    while _last_logged_step(workdir) < 6:
+      assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+      time.sleep(0.05)
+    subprocess.run(["mount", "-o", "remount,ro", str(workdir / "checkpoints")], check=True)
+    made_read_only = time.monotonic()
+    code = proc.wait(timeout=400)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  log = (tmp_path / "run.log").read_text()
+  assert code == 1, log[-3000:]
+  line = _one_error_line(log)
+  assert "Read-only file system" in line and "no checkpoint has been saved" in line, line
+  assert time.monotonic() - made_read_only < 60  # not Orbax's 300 s signal timeout
+
+
 def test_a_full_disk_at_start_is_one_line_and_leaves_no_temporary_file(tiny, tmp_path,
                                                                        mounts):
   disk = tmp_path / "disk"

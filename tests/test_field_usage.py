@@ -63,7 +63,7 @@ def _cases(tmp: pathlib.Path, tiny: pathlib.Path) -> dict[str, tuple[list[str], 
       "huge_boundary": (tiny_args(work("f"), "--config.schedule.name=piecewise",
                                   "--config.schedule.boundaries_epochs=(1e30,)"), {},
                         "boundaries_epochs"),
-      "nan_learning_rate": (tiny_args(work("g"), "--config.optimizer.learning_rate=nan"), {},
+      "inf_learning_rate": (tiny_args(work("g"), "--config.optimizer.learning_rate=inf"), {},
                             "learning_rate"),
       "eval_batch_beyond_memory": (tiny_args(work("h"), "--config.eval_batch_size=4000000"), {},
                                    "eval_batch_size"),
@@ -113,7 +113,7 @@ def outcomes(tmp_path_factory):
 
 CASE_NAMES = [
     "negative_seed", "inf_epochs", "huge_epochs", "inf_eval_every", "inf_warmup",
-    "huge_boundary", "nan_learning_rate", "eval_batch_beyond_memory",
+    "huge_boundary", "inf_learning_rate", "eval_batch_beyond_memory",
     "train_batch_beyond_memory", "config_returns_a_dict", "config_without_defaults",
     "dangling_symlink_workdir", "tensorboard_is_a_file", "checkpoints_is_a_file",
     "truncated_config_json", "config_json_is_a_folder", "cuda_without_gpu",
