@@ -45,7 +45,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     if FLAGS.config is None or not FLAGS.workdir:
       raise flags.Error("--config and --workdir are required")
-    # The config file loads lazily: make its errors happen here.
+    FLAGS.config.keys()  # the config file loads lazily: make its errors happen here
     if not isinstance(FLAGS.config, ml_collections.ConfigDict):
       raise flags.Error(f"--config: get_config() returned a {type(FLAGS.config).__name__}, "
                         "not an ml_collections.ConfigDict")

@@ -14,8 +14,7 @@ log = logging.getLogger(__name__)
 
 # What a failed write raises: OSError from Orbax's own files, ValueError from TensorStore's
 # (a full disk reads "RESOURCE_EXHAUSTED: ... No space left on device").
-WRITE_ERRORS = (OSError, ValueError, TimeoutError)
-SAVE_TIMEOUT_S = 30
+WRITE_ERRORS = (OSError, ValueError)
 
 
 class CheckpointError(RuntimeError):
@@ -38,14 +37,11 @@ class Checkpoints:
 
   def __init__(self, directory: pathlib.Path, *, keep: int):
     self._directory = directory.resolve()
-    self._options = ocp.CheckpointManagerOptions(
+    options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=True,
         # A save killed half-way leaves a temporary folder; Orbax ignores and removes it.
-        cleanup_tmp_directories=True,
-        # A save that cannot finish (read-only or vanished disk) fails in seconds instead
-        # of waiting out Orbax's default of 300 s for its own background threads' signals.
-        async_options=ocp.AsyncOptions(timeout_secs=SAVE_TIMEOUT_S))
-    self._manager = ocp.CheckpointManager(self._directory, options=self._options)
+        cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(self._directory, options=options)
     self._in_flight: int | None = None
 
   def _restore(self, step: int, abstract):

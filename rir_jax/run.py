@@ -171,17 +171,12 @@ def _train(config, settled, workdir: pathlib.Path, dataset: data.Dataset,
   except loop.PastTheEnd as error:
     usage_error(one_line(error))
   except loop.NonFiniteLoss as error:
-    kept = (f"the newest checkpoint kept is step {error.kept_step}" if error.kept_step
-            else "no checkpoint was saved before it")
+    kept = (f"the newest checkpoint kept is step {error.kept_step}"
+            if error.kept_step is not None else "no checkpoint was saved before it")
     return _error(f"{error}; stopped, {kept} (in {workdir / 'checkpoints'}; try a lower "
                   "--config.optimizer.learning_rate, or --config.nan_policy=skip_step)")
-  except checkpoint.CheckpointError as error:
-    newest = checkpoint.newest_step(workdir / "checkpoints")
-    kept = (f"the checkpoint at step {newest} is intact" if newest
-            else "no checkpoint has been saved")
-    return _error(f"{one_line(error)}; {kept}")
-  except (metrics.WriterError, OSError) as error:
-    return _error(f"{one_line(error)}; the checkpoints already saved are intact")
+  except (checkpoint.CheckpointError, metrics.WriterError, OSError) as error:
+    return _error(f"{one_line(error)}; {_what_is_kept(workdir)}")
   except (stopping.Stopped, KeyboardInterrupt):
     raise
   except Exception as error:  # noqa: BLE001 - one line, the traceback to a file
@@ -191,6 +186,14 @@ def _train(config, settled, workdir: pathlib.Path, dataset: data.Dataset,
           f"{final['eval/examples']} test examples); results in {workdir}: config.json, "
           "metrics.jsonl, tensorboard/, checkpoints/")
   return 0
+
+
+def _what_is_kept(workdir: pathlib.Path) -> str:
+  """Truthfully: the newest checkpoint on disk, or that there is none."""
+  newest = checkpoint.newest_step(workdir / "checkpoints")
+  if newest is None:
+    return "no checkpoint has been saved"
+  return f"the checkpoint at step {newest} is intact"
 
 
 def _stopped(error: BaseException) -> int:

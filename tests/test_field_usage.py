@@ -49,6 +49,8 @@ def _cases(tmp: pathlib.Path, tiny: pathlib.Path) -> dict[str, tuple[list[str], 
   (cut_json / "config.json").write_text('{"seed": 0, "mod')
   (dir_json / "config.json").mkdir()
   one_class = _image_tree(tmp / "one_class", classes=("only",))
+  corrupt = _image_tree(tmp / "corrupt_image")
+  (corrupt / "train" / "b" / "2.png").write_bytes(b"not a png")
   tiny_args = lambda workdir, *flags: launch_command(tiny, workdir, *flags)[1:]  # noqa: E731
   return {
       "negative_seed": (tiny_args(work("a"), "--config.seed=-1"), {}, "seed"),
@@ -83,6 +85,12 @@ def _cases(tmp: pathlib.Path, tiny: pathlib.Path) -> dict[str, tuple[list[str], 
                                            f"--config.data.data_dir={tmp / 'tfds'}",
                                            "--config.batch_size=8", "--config.eval_batch_size=8"),
                                  {}, "two class"),
+      "corrupt_image_in_folder": (tiny_args(work("o"), "--config.data.name=image_folder",
+                                            f"--config.data.manual_dir={corrupt}",
+                                            f"--config.data.data_dir={tmp / 'tfds'}",
+                                            "--config.batch_size=8",
+                                            "--config.eval_batch_size=8"),
+                                  {}, "not a readable image"),
       "offline_download": (tiny_args(work("n"), "--config.data.name=mnist",
                                      f"--config.data.data_dir={tmp / 'empty_tfds'}"), {},
                            "could not download mnist"),
@@ -117,7 +125,7 @@ CASE_NAMES = [
     "train_batch_beyond_memory", "config_returns_a_dict", "config_without_defaults",
     "dangling_symlink_workdir", "tensorboard_is_a_file", "checkpoints_is_a_file",
     "truncated_config_json", "config_json_is_a_folder", "cuda_without_gpu",
-    "one_class_image_folder", "offline_download",
+    "one_class_image_folder", "corrupt_image_in_folder", "offline_download",
 ]
 
 
