@@ -91,7 +91,7 @@ def test_damaged_prepared_data_names_the_folder_to_delete(tmp_path, caplog):
   shutil.rmtree(arrays)
   for record in arrays.parent.glob("*.array_record*"):  # the prepared files themselves
     os.truncate(record, 10)
-  with pytest.raises(data.DataError, match=f"delete that folder") as error:
+  with pytest.raises(data.DataError, match="delete that folder") as error:
     data.load_dataset("image_folder", manual_dir=tree, data_dir=data_dir)
   assert str(arrays.parent) in str(error.value)
 

@@ -5,7 +5,6 @@ Each ends in one clear line (or a warning and a resumed run), a resumable workdi
 nothing lost.
 """
 import logging
-import os
 import pathlib
 import runpy
 import shutil
