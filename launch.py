@@ -3,18 +3,21 @@
   python launch.py --config=configs/rir_cifar.py --workdir=runs/rir1 [--config.key=value ...]
 
 Exit codes: 0 done; 2 bad usage, config or data (one line on stderr, workdir untouched);
-1 a failure during the run (non-finite loss, a checkpoint that cannot be written).
+1 a failure during the run (non-finite loss, a checkpoint that cannot be written);
+143 / 130 stopped by SIGTERM / SIGINT at a step boundary, that step checkpointed.
 """
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import pathlib
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rir_jax import host_memory, run, storage
+from rir_jax import host_memory, library_noise, run, storage
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
@@ -44,6 +47,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     if FLAGS.config is None or not FLAGS.workdir:
       raise flags.Error("--config and --workdir are required")
     FLAGS.config.keys()  # the config file loads lazily: make its errors happen here
+    if not isinstance(FLAGS.config, ml_collections.ConfigDict):
+      raise flags.Error(f"--config: get_config() returned a {type(FLAGS.config).__name__}, "
+                        "not an ml_collections.ConfigDict")
     return rest
   except Exception as error:  # noqa: BLE001 - a config file that raises lands here too
     run.usage_error(_describe(error))
@@ -74,14 +80,23 @@ def main(argv: list[str]) -> None:
   # Our progress at INFO; the libraries' (Orbax logs every save step by step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("rir_jax").setLevel(std_logging.INFO)
+  library_noise.cut_to_one_line()
   if FLAGS.reuse_host_memory:
     host_memory.reuse_freed_memory()  # before JAX starts its threads
-  sys.exit(run.launch(
+  code = run.launch(
       FLAGS.config, storage.as_path(FLAGS.workdir),
       distributed=run.Distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                   FLAGS.process_id, FLAGS.auto_distributed,
                                   FLAGS.distributed_timeout),
-      jax_cache_dir=FLAGS.jax_cache_dir))
+      jax_cache_dir=FLAGS.jax_cache_dir)
+  if code == 1:
+    # After a failed save (a read-only or vanished disk), Orbax's helper threads wait
+    # out a 300 s signal timeout before Python may exit; the error is reported and the
+    # writers are closed, so nothing is left to wait for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
   except workdir_lib.WorkdirError:  # a run of another budget or recipe: out of date
     print(f"replacing {workdir}: it holds a run of another config", flush=True)
     shutil.rmtree(workdir)
-  workdir_lib.claim(workdir, config, write=True)
+  workdir_lib.claim(workdir, config, main=True)
   start = time.perf_counter()
   final = loop.train_and_evaluate(config, workdir, dataset)
   wall = time.perf_counter() - start

@@ -21,7 +21,6 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
 from rir_jax import ops  # noqa: E402

@@ -27,6 +27,12 @@ def _brief(error: BaseException) -> str:
   return " ".join(str(error).split(" [tensorstore_spec")[0].split()) or type(error).__name__
 
 
+def newest_step(directory: storage.Path) -> int | None:
+  """The newest finished checkpoint's step in `directory` (None: none), from its listing."""
+  steps = [int(p.name) for p in directory.glob("*") if p.name.isdigit() and p.is_dir()]
+  return max(steps, default=None)
+
+
 class Checkpoints:
   """The run's checkpoint folder: save every so often, resume from the newest good one."""
 
@@ -39,21 +45,44 @@ class Checkpoints:
     self._manager = ocp.CheckpointManager(self._directory, options=options)
     self._in_flight: int | None = None
 
+  def _restore(self, step: int, abstract):
+    """One step through a manager of its own: a failed restore leaves a manager unable to
+    restore any other step, so one damaged folder must not condemn the good ones."""
+    reader = ocp.CheckpointManager(self._directory, options=ocp.CheckpointManagerOptions(
+        create=False))
+    try:
+      return reader.restore(step, args=ocp.args.StandardRestore(abstract))
+    finally:
+      reader.close()
+
+  def _readable(self, step: int) -> bool:
+    """Whether the step's own description reads back: not so after an interrupted copy."""
+    reader = ocp.CheckpointManager(self._directory, options=ocp.CheckpointManagerOptions(
+        create=False), item_handlers=ocp.StandardCheckpointHandler())
+    try:
+      return reader.item_metadata(step) is not None
+    except Exception:  # noqa: BLE001 - whatever the failure, it does not read
+      return False
+    finally:
+      reader.close()
+
   def restore_newest(self, target):
     """The newest checkpoint that restores, shaped and sharded like `target`, or None.
 
-    A damaged checkpoint (a file truncated or lost) newer than the newest good one is
-    reported and moved aside to `damaged-STEP`, never deleted: left in place, it would
-    stop Orbax from saving that step again (Orbax only saves steps after its latest).
-    When no checkpoint restores at all, the config rather than the disk is the likely
-    cause (another model, say): that raises CheckpointError and moves nothing.
+    A damaged checkpoint (a file truncated or lost, an empty or partial folder) newer
+    than the newest good one is reported and moved aside to `damaged-STEP`, never
+    deleted: left in place, it would stop Orbax from saving that step again (Orbax only
+    saves steps after its latest). When every checkpoint describes itself but none
+    restores, the config rather than the disk is the likely cause (another model, say):
+    that raises CheckpointError and moves nothing. Folders that cannot even describe
+    themselves are damaged whatever the config: set aside, and the run starts over.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     self._manager.reload()
     damaged = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        state = self._restore(step, abstract)
       except Exception as error:  # noqa: BLE001 - any failure means "not usable"
         log.warning("checkpoint at step %d is damaged (%s: %s); trying an older one",
                     step, type(error).__name__, _brief(error)[:300])
@@ -61,12 +90,16 @@ class Checkpoints:
         continue
       self._set_aside([s for s, _ in damaged])
       return state
-    if damaged:
-      step, error = damaged[0]
+    described = [(step, error) for step, error in damaged if self._readable(step)]
+    if described:
+      step, error = described[0]
       raise CheckpointError(
           f"no checkpoint in {self._directory} restores into this config (step {step}: "
           f"{_brief(error)[:300]}); if the model changed, use a new --workdir; if the "
           "checkpoints are damaged, move them out of the way to start over")
+    self._set_aside([s for s, _ in damaged])
+    if damaged:
+      log.warning("no checkpoint left in %s: starting over", self._directory)
     return None
 
   def _set_aside(self, steps: list[int]) -> None:

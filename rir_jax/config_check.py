@@ -1,6 +1,8 @@
 """Up-front checks of a resolved config, so mistakes cost one line, not a crashed run."""
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from rir_jax import ops, optim
@@ -30,8 +32,59 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
   return config
 
 
+# Step counters and seeds are 32-bit on the device (and in numpy's seeding): stay inside.
+MAX_STEPS = 2**31 - 1
+MAX_SEED = 2**31 - 1
+
+
+def _numbers(value, key: str = ""):
+  """(dotted key, number) for every number in the config, inside tuples too."""
+  if isinstance(value, (ml_collections.ConfigDict, dict)):
+    for name, item in value.items():
+      yield from _numbers(item, f"{key}.{name}" if key else name)
+  elif isinstance(value, (list, tuple)):
+    for item in value:
+      yield from _numbers(item, key)
+  elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    yield key, value
+
+
+def _finite(config: ml_collections.ConfigDict) -> None:
+  """NaN or inf anywhere (epochs, warm-up, boundaries, rates) only crashes later."""
+  for key, value in _numbers(config):
+    if not math.isfinite(value):
+      raise ConfigError(f"--config.{key} must be a finite number, got {value!r}")
+
+
+def _ranges(config: ml_collections.ConfigDict) -> None:
+  if not 0 <= config.seed <= MAX_SEED:
+    raise ConfigError(f"--config.seed must be in [0, {MAX_SEED}], got {config.seed}")
+  for key in ("num_train_steps", "eval_every_steps", "checkpoint_every_steps",
+              "log_every_steps"):
+    if config[key] > MAX_STEPS:
+      raise ConfigError(f"--config.{key}={config[key]} is above {MAX_STEPS} steps")
+  if any(not 0 <= epoch for epoch in config.schedule.boundaries_epochs):
+    raise ConfigError("--config.schedule.boundaries_epochs must be >= 0, got "
+                      f"{tuple(config.schedule.boundaries_epochs)}")
+
+
+def validate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> None:
+  """Epoch counts that make more steps than a run can count (1e30 epochs, say)."""
+  checked = {"num_epochs": config.num_epochs if config.num_train_steps <= 0 else 0,
+             "eval_every_epochs": config.eval_every_epochs if config.eval_every_steps <= 0
+             else 0,
+             "schedule.warmup_epochs": config.schedule.warmup_epochs,
+             "schedule.boundaries_epochs": max(config.schedule.boundaries_epochs, default=0)}
+  for key, epochs in checked.items():
+    if epochs * steps_per_epoch > MAX_STEPS:
+      raise ConfigError(f"--config.{key}={epochs!r} epochs of {steps_per_epoch} steps is "
+                        f"above {MAX_STEPS} steps; use fewer epochs")
+
+
 def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
   """Raises ConfigError (one line) for the first problem found."""
+  _finite(config)
+  _ranges(config)
   _choice("model.name", config.model.name, MODEL_NAMES)
   _choice("data.name", config.data.name, DATASET_NAMES)
   _choice("optimizer.name", config.optimizer.name, optim.OPTIMIZER_NAMES)

@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import math
-import pathlib
 import time
 
 import jax
@@ -20,8 +19,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import (best as best_lib, checkpoint, feeding, metrics as metrics_lib, models,
-                     optim, parallel, storage, train, warm_start)
+from rir_jax import (best as best_lib, checkpoint, config_check, feeding, metrics as metrics_lib,
+                     models, optim, parallel, stopping, storage, train, warm_start)
 from rir_jax.data import Dataset, pipeline
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class NonFiniteLoss(RuntimeError):
-  """The training loss became NaN or inf (nan_policy=stop)."""
+  """The training loss became NaN or inf (nan_policy=stop).
+
+  `kept_step` is the newest checkpoint left on disk (None: none), set once saves landed.
+  """
+  kept_step: int | None = None
+
+
+class PastTheEnd(config_check.ConfigError):
+  """The workdir's checkpoint is beyond this config's last step: nothing to train."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,28 +173,57 @@ class _TrainLog:
     }
 
 
-def _drop_lines_after(path: pathlib.Path, step: int) -> None:
-  """On resume, forget metrics written past the restored step (they will be re-made)."""
+def _drop_lines_after(path: storage.Path, step: int) -> None:
+  """On resume, forget metrics written past the restored step (they will be re-made).
+
+  Unreadable lines (a torn last line, garbage) are dropped with a warning, kept aside in
+  metrics.jsonl.dropped.
+  """
   if not path.exists():
     return
-  kept = [line for line in metrics_lib.read_metrics(path) if line["step"] <= step]
-  # All or nothing, so a kill here never loses the file.
-  storage.write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept))
+  lines, problems = metrics_lib.read_metrics_leniently(path)
+  try:
+    if problems:
+      dropped = path.with_name(path.name + ".dropped")
+      dropped.write_bytes(path.read_bytes())
+      log.warning("%s: dropped %d unreadable line(s): %s (the file as it was: %s)", path,
+                  len(problems), "; ".join(problems[:3]), dropped)
+    kept = [line for line in lines if line["step"] <= step]
+    # All or nothing, so a kill here never loses the file.
+    storage.write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept))
+  except OSError as error:
+    raise metrics_lib.WriterError(f"could not rewrite {path} ({error.strerror})") from error
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
-                       dataset: Dataset) -> dict[str, float]:
-  """Trains `config` on `dataset` into `workdir` (resuming if it holds checkpoints)."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: storage.Path,
+                       dataset: Dataset, *, signals=stopping.NO_SIGNALS,
+                       on_restored=None) -> dict[str, float]:
+  """Trains `config` on `dataset` into `workdir` (resuming if it holds checkpoints).
+
+  `on_restored()` runs once the workdir's checkpoint (if any) has restored into this
+  config, before anything else is written; `signals` (stopping.StopSignals) stops the
+  loop at a step boundary with a checkpoint of that step, raising stopping.Stopped.
+  """
   plan = make_plan(config, len(dataset.train_labels))
   trainer = Trainer(config, dataset, plan)
   ckpts = checkpoint.Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
-  restored = ckpts.restore_newest(trainer.state)
+  try:
+    restored = ckpts.restore_newest(trainer.state)
+  except BaseException:
+    _close_quietly(ckpts)
+    raise
   if restored is not None:
     trainer.state = restored
   elif config.init_from:
     trainer.state = warm_start.apply(trainer.state, config, dataset.num_classes,
                                      parallel.replicated(trainer.mesh))
   start = int(jax.device_get(trainer.state.step))
+  if start > plan.total_steps:
+    _close_quietly(ckpts)
+    raise PastTheEnd(f"{workdir} holds a checkpoint at step {start}, past this config's "
+                     f"last step {plan.total_steps}; use a new --workdir for a shorter run")
+  if on_restored is not None:
+    on_restored()
   main = parallel.is_main_process()
   if main:
     _drop_lines_after(workdir / "metrics.jsonl", start)
@@ -197,7 +233,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   log.info("%s at step %d of %d (%d steps per epoch)",
            "resuming" if start else "starting", start, plan.total_steps, plan.steps_per_epoch)
   try:
-    final = _run(config, plan, trainer, ckpts, best, writer, dataset, start)
+    with signals.deferred():
+      final = _run(config, plan, trainer, ckpts, best, writer, dataset, start, signals)
+  except stopping.Stopped:
+    ckpts.close()  # the stop's checkpoint must land: a failure here is the one to report
+    if best is not None:
+      best.close()
+    writer.close()
+    raise
+  except NonFiniteLoss as error:
+    _close_quietly(*filter(None, (ckpts, best, writer)))
+    error.kept_step = checkpoint.newest_step(workdir / "checkpoints")
+    raise
   except BaseException:
     _close_quietly(*filter(None, (ckpts, best, writer)))
     raise
@@ -222,7 +269,7 @@ def _close_quietly(*resources) -> None:
 
 def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
          best: best_lib.BestCheckpoint | None, writer: metrics_lib.MetricsWriter,
-         dataset: Dataset, start: int) -> dict[str, float]:
+         dataset: Dataset, start: int, signals) -> dict[str, float]:
   eval_split = functools.partial(feeding.eval_batches, global_batch=config.eval_batch_size,
                                  mesh=trainer.mesh)
   test_data = eval_split(dataset.test_images, dataset.test_labels)
@@ -256,13 +303,21 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
       scalars, final = _evaluate(trainer, test_data, val_data, best, done, is_last)
       writer.write(done, {**scalars, "train/epoch": done / plan.steps_per_epoch})
       train_log.exclude_since(paused)
-    if done % plan.checkpoint_every == 0 or is_last:
+    saving = done % plan.checkpoint_every == 0 or is_last
+    if saving:
       _flush_into(writer, train_log, config.nan_policy, done)
       paused = time.perf_counter()
       if best is not None:  # no checkpoint may land before the best it follows
         best.finish()
       ckpts.save(done, trainer.state)
       train_log.exclude_since(paused)
+    signum = None if is_last else signals.requested(done)
+    if signum is not None:
+      progress.close()
+      if not saving:  # the stop's own checkpoint, after the same check as any other
+        _flush_into(writer, train_log, config.nan_policy, done)
+        ckpts.save(done, trainer.state)
+      raise stopping.Stopped(signum, done)
   progress.close()
   if not final:  # resumed at the very end: the last eval is re-made for the caller
     final = trainer.evaluate(test_data)

@@ -1,6 +1,7 @@
 """Where numbers go: metrics.jsonl, TensorBoard event files, and the terminal."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -8,6 +9,10 @@ import sys
 import time
 
 import tqdm
+# The synchronous half of tensorboardX: event files without TensorFlow or a writer thread.
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2
 
 from rir_jax import storage
 
@@ -22,40 +27,91 @@ def _plain(value):
   return value
 
 
+class WriterError(OSError):
+  """metrics.jsonl or the TensorBoard file could not be written (full disk, say)."""
+
+
 class MetricsWriter:
   """Appends one JSON object per line (always with `step`) and mirrors it to TensorBoard.
 
-  Only the main process writes: pass `enabled=False` elsewhere.
+  Both files are written on the calling thread and flushed at every call: a full disk
+  raises WriterError here, at once, where a background writer thread would die and
+  leave the run blocked on its queue. Only the main process writes: pass
+  `enabled=False` elsewhere.
   """
 
   def __init__(self, workdir: storage.Path, *, enabled: bool):
     self._enabled = enabled
     if not enabled:
       return
-    from tensorboardX import SummaryWriter  # Writes event files without TensorFlow.
-    self._jsonl = storage.open_log(workdir / "metrics.jsonl")
-    self._tb = SummaryWriter(str(workdir / "tensorboard"))
+    self._path = workdir / "metrics.jsonl"
+    with _writer_errors(workdir):
+      self._jsonl = storage.open_log(self._path)  # on gs://, rewritten whole at each flush
+      (workdir / "tensorboard").mkdir(parents=True, exist_ok=True)
+      # Writes event files without TensorFlow (the synchronous part of tensorboardX; on
+      # gs:// its record writer uploads the file at each flush).
+      self._tb = EventsWriter(str(workdir / "tensorboard" / "events"))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self._enabled:
       return
     line = {"step": int(step), **{k: _plain(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(line) + "\n")
-    self._jsonl.flush()
-    for name, value in scalars.items():
-      if isinstance(value, (int, float)) and math.isfinite(value):
-        self._tb.add_scalar(name, value, step)
+    with _writer_errors(self._path.parent):
+      self._jsonl.write(json.dumps(line) + "\n")
+      self._jsonl.flush()
+      for name, value in scalars.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+          self._tb.write_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                               summary=summary.scalar(name, value)))
+      self._tb.flush()
 
   def close(self) -> None:
     if self._enabled:
-      self._jsonl.close()
-      self._tb.close()
+      with _writer_errors(self._path.parent):
+        try:
+          self._jsonl.close()
+        finally:
+          self._tb.close()
+
+
+@contextlib.contextmanager
+def _writer_errors(workdir: storage.Path):
+  try:
+    yield
+  except OSError as error:
+    raise WriterError(f"could not write metrics in {workdir} ({error.strerror or error})") \
+        from error
 
 
 def read_metrics(path: storage.Path | str) -> list[dict]:
   """The lines of a metrics.jsonl file (local or gs://), as dicts."""
   with storage.as_path(path).open(encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def read_metrics_leniently(path: storage.Path) -> tuple[list[dict], list[str]]:
+  """The readable lines of a metrics.jsonl file, and a description of each unreadable one.
+
+  A power cut or a full disk leaves a torn last line; a damaged disk or an editor,
+  garbage anywhere. Neither may stop a run from resuming: such lines are skipped.
+  """
+  lines, problems = [], []
+  with storage.as_path(path).open("rb") as f:
+    raw = f.read().decode("utf-8", errors="replace").split("\n")
+  last = max((i for i, text in enumerate(raw) if text.strip()), default=-1)
+  for number, text in enumerate(raw, 1):
+    if not text.strip():
+      continue
+    try:
+      line = json.loads(text)
+      if not (isinstance(line, dict) and isinstance(line.get("step"), int)):
+        raise ValueError("not an object with a step")
+      lines.append(line)
+    except ValueError:
+      torn = number - 1 == last
+      problems.append(f"line {number} ({'cut short' if torn else 'not a metrics line'}: "
+                      f"{text[:60]!r})")
+  return lines, problems
 
 
 class Progress:

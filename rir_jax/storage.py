@@ -85,8 +85,12 @@ def write_atomic(path: Path, text: str) -> None:
     path.write_text(text)  # one object upload: all or nothing
     return
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  tmp.replace(path)
+  try:
+    tmp.write_text(text)
+    tmp.replace(path)
+  except OSError:  # a full disk leaves neither a cut file nor a .tmp
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 def open_log(path: Path):

@@ -1,5 +1,4 @@
 """image_folder on tiny trees written here, and cifar10_jpeg on the real JPEG CIFAR-10 tarball."""
-import io
 import tarfile
 import time
 

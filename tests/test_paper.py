@@ -1,7 +1,6 @@
 """The paper's rows (configs/paper.py), their significance statistics and benchmarks/paper.py."""
 import json
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -9,6 +9,9 @@ Sources: the original files in a manual folder, or else the canonical URLs
 through TFDS's download manager, which checks the registered sizes and sha256.
 """
 import pathlib
+import socket
+import threading
+import urllib.parse
 
 import tensorflow_datasets as tfds
 
@@ -76,6 +79,10 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not self.URLS:
       raise DataError(f'{self.public_name()} cannot be downloaded: pass --manual_dir, a folder '
                       f'holding {self.EXPECTED}')
+    unreachable = _unreachable(self.URLS.values())
+    if unreachable:
+      raise DataError(f'could not download {self.public_name()}: {unreachable}; without internet '
+                      f'pass --manual_dir, a folder holding {self.EXPECTED}')
     try:
       paths = dl_manager.download(self.URLS)
     except Exception as e:  # pylint: disable=broad-except
@@ -85,6 +92,41 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                       f'without internet pass --manual_dir, a folder holding {self.EXPECTED}'
                       ) from None
     return {key: pathlib.Path(path) for key, path in paths.items()}
+
+
+def _unreachable(urls, timeout_s: float = 4.0) -> str | None:
+  """Why the URLs' hosts cannot be reached (None: they can), in seconds at most.
+
+  TFDS's downloader retries for minutes on a machine without network; a name that does
+  not resolve or a port that does not answer says as much at once.
+  """
+  for host, port in sorted({_host_port(url) for url in urls}):
+    found = []
+    # Name lookups have no timeout of their own: a daemon thread never holds up the exit.
+    lookup = threading.Thread(target=_lookup, args=(host, port, found), daemon=True)
+    lookup.start()
+    lookup.join(timeout_s)
+    if not found:
+      return f'looking up {host} took over {timeout_s:.0f} s (no network?)'
+    if isinstance(found[0], OSError):
+      return f'cannot resolve {host} ({found[0].strerror or found[0]}; no network?)'
+    try:
+      socket.create_connection(found[0], timeout=timeout_s).close()
+    except OSError as e:
+      return f'cannot connect to {host}:{port} ({e.strerror or e})'
+  return None
+
+
+def _lookup(host: str, port: int, found: list) -> None:
+  try:
+    found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][:2])
+  except OSError as e:
+    found.append(e)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+  parts = urllib.parse.urlsplit(url)
+  return parts.hostname or '', parts.port or (443 if parts.scheme == 'https' else 80)
 
 
 class RirMnist(Builder):

@@ -35,6 +35,23 @@ def find_tree(folder: pathlib.Path) -> pathlib.Path | None:
   return archives[0] if len(archives) == 1 else None
 
 
+def content_key(folder: pathlib.Path) -> bytes:
+  """What the prepared data depends on: every file's path, size and modification time
+  (by name, without reading the images). An added, removed, replaced or edited image
+  changes it."""
+  entries = []
+  for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    dirnames.sort()
+    for filename in sorted(filenames):
+      path = os.path.join(dirpath, filename)
+      try:
+        info = os.stat(path)
+      except OSError:  # a dangling link: not an image either way
+        continue
+      entries.append(f'{os.path.relpath(path, folder)}\0{info.st_size}\0{info.st_mtime_ns}')
+  return '\n'.join(entries).encode()
+
+
 def read_tree(tree: pathlib.Path) -> dict[str, list[tuple[str, str, bytes | pathlib.Path]]]:
   """Split -> [(class, file name, content or path)], sorted by class then file name."""
   if tree.is_dir():
@@ -89,12 +106,13 @@ class RirImageFolder(builders.Builder):
 
   @classmethod
   def create(cls, data_dir, manual_dir):
-    """One TFDS config per tree, named after its folder, so trees never share prepared data."""
+    """One TFDS config per tree and content, named after its folder: trees never share
+    prepared data, and a tree changed since it was prepared is prepared anew."""
     if manual_dir is None:
       raise DataError(f'{cls.public_name()} needs --manual_dir, a folder holding {cls.EXPECTED}')
     root = os.path.realpath(manual_dir)
     name = re.sub(r'\W', '_', os.path.basename(root)) or 'root'
-    digest = hashlib.sha256(root.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(root.encode() + content_key(pathlib.Path(root))).hexdigest()[:8]
     config = tfds.core.BuilderConfig(name=f'{name}-{digest}', description=f'Images under {root}')
     return cls(data_dir=data_dir, config=config, file_format='array_record')
 
@@ -122,6 +140,9 @@ class RirImageFolder(builders.Builder):
     classes = sorted({label for label, _, _ in tree['train']})
     if not classes:
       raise DataError(f'{files["tree"]}: no images in train/<class>/ (expected {self.EXPECTED})')
+    if len(classes) < 2:
+      raise DataError(f'{files["tree"]}: one class ({classes[0]}) in train/; a classifier needs '
+                      'at least two class folders')
     unknown = sorted({label for label, _, _ in tree['test']} - set(classes))
     if unknown:
       raise DataError(f'{files["tree"]}: test classes {unknown} have no train images')

@@ -144,6 +144,9 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
     train_images, train_labels = _split_arrays(builder, 'train')
     test = _split_arrays(builder, 'test')
     num_classes = builder.info.features['label'].num_classes
+    if num_classes < 2:
+      raise DataError(f'{name} has {num_classes} class (prepared in {builder.data_path}); a '
+                      'classifier needs at least two')
     class_names = tuple(builder.info.features['label'].names)
   mean, std = channel_stats(train_images)
   colour_32 = train_images.shape[1:] == (32, 32, 3)
@@ -187,7 +190,7 @@ def _prepared_builder(name, data_dir, manual_dir, download):
     return _prepared_remote_builder(name, cls, data_dir, manual_dir, download)
   if manual_dir is not None:
     manual_dir = os.path.expanduser(os.fspath(manual_dir))
-  with _quiet_tfds():
+  with _quiet_tfds(), _damaged_prepared_data(name, data_dir):
     builder = cls.create(data_dir, manual_dir)
     if builder.is_prepared():
       return builder
@@ -195,7 +198,10 @@ def _prepared_builder(name, data_dir, manual_dir, download):
     _check_manual_dir(name, cls, pathlib.Path(manual_dir))
   elif not download or not cls.URLS:
     raise DataError(_not_prepared_message(name, cls, data_dir))
+  logging.info('preparing %s in %s (once)', name, data_dir)
   try:
+    # Progress bars would come before (and bury) the one line of a DataError.
+    tfds.display_progress_bar(False)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   except OSError as e:
@@ -205,6 +211,8 @@ def _prepared_builder(name, data_dir, manual_dir, download):
       builder = cls.create(data_dir, manual_dir)
       if not builder.is_prepared():
         raise DataError(f'could not prepare {name} in {data_dir}: {e}') from None
+  finally:
+    tfds.display_progress_bar(True)
   return builder
 
 
@@ -246,12 +254,21 @@ def _not_prepared_message(name, cls, data_dir):
 
 
 def _split_arrays(builder, split):
-  """(images, labels) of a prepared split, from the .npy cache, made on first use."""
+  """(images, labels) of a prepared split, from the .npy cache, made on first use.
+
+  A damaged cache is made again from the prepared files; damaged prepared files are a
+  DataError naming the folder to delete.
+  """
   cache = builder.data_path / _CACHE_DIR
   images_path, labels_path = cache / f'{split}_images.npy', cache / f'{split}_labels.npy'
   if images_path.exists() and labels_path.exists():
-    return np.load(images_path), np.load(labels_path)
-  images, labels = _decode_split(builder, split)
+    try:
+      return np.load(images_path), np.load(labels_path)
+    except (OSError, ValueError, EOFError) as e:
+      logging.warning('the cached %s arrays in %s are damaged (%s): making them again',
+                      split, cache, ' '.join(str(e).split()))
+  with _damaged_prepared_data(builder.name, builder.data_path):
+    images, labels = _decode_split(builder, split)
   try:
     cache.mkdir(exist_ok=True)
     for path, array in ((images_path, images), (labels_path, labels)):
@@ -275,6 +292,19 @@ def _decode_split(builder, split):
     images.append(np.stack([example['image'] for example in examples]))
     labels.append(np.asarray([example['label'] for example in examples], np.int32))
   return np.concatenate(images), np.concatenate(labels)
+
+
+@contextlib.contextmanager
+def _damaged_prepared_data(name, folder):
+  """Prepared files that cannot be read: one line naming the folder to delete."""
+  try:
+    yield
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except - TFDS and array_record raise many kinds
+    raise DataError(f'the prepared {name} data in {folder} is damaged ({type(e).__name__}: '
+                    f'{str(e)[:200]}); delete that folder and re-run to prepare it again'
+                    ) from None
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import logging
 import threading
 
 import jax
@@ -29,6 +30,7 @@ TARGETS = ("RirOnednnConvForward", "RirOnednnConvBackwardData",
            "RirOnednnConvBackwardWeights", "RirBatchNormStats",
            "RirBatchNormWeightedStats", "RirBatchNormGradSums")
 _load_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def _compile_command(output: str) -> list[str]:
@@ -64,11 +66,30 @@ def _library_path() -> pathlib.Path:
   return pathlib.Path(cache).expanduser() / f"rir_jax_cpu-{key.hexdigest()[:16]}.so"
 
 
+def _digest_path(path: pathlib.Path) -> pathlib.Path:
+  return path.with_name(path.name + ".sha256")
+
+
+def _digest(path: pathlib.Path) -> str:
+  """Size and SHA-256 of a file: what a whole library must still have when it is loaded."""
+  return f"{path.stat().st_size} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+
+
+def _is_whole(path: pathlib.Path) -> bool:
+  """Whether the cached library is the one its build recorded. Loading a cut or damaged
+  library is no error but a crash (SIGBUS) when the missing part is touched."""
+  try:
+    return _digest_path(path).read_text().strip() == _digest(path)
+  except OSError:
+    return False
+
+
 def _build(path: pathlib.Path) -> None:
   """Compiles the library to a temporary file, then renames it into place.
 
   The rename is atomic, so processes building at once never load a half-written
-  file: the last one to finish replaces an identical library.
+  file: the last one to finish replaces an identical library. Its size and hash are
+  recorded first (atomically too), for `_is_whole` to check before every load.
   """
   if shutil.which("g++") is None:
     raise RuntimeError("g++ not found")
@@ -78,15 +99,19 @@ def _build(path: pathlib.Path) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, temporary = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
   os.close(fd)
+  digest = f"{temporary}.sha256"
   try:
     result = subprocess.run(_compile_command(temporary), capture_output=True, text=True)
     if result.returncode:
       raise RuntimeError(f"g++ failed building {path.name}:\n{result.stderr[-3000:]}")
     os.chmod(temporary, 0o755)  # mkstemp's 0600 would hide it from other users.
+    pathlib.Path(digest).write_text(_digest(pathlib.Path(temporary)) + "\n")
+    os.replace(digest, _digest_path(path))
     os.replace(temporary, path)
   finally:
-    if os.path.exists(temporary):
-      os.unlink(temporary)
+    for leftover in (temporary, digest):
+      if os.path.exists(leftover):
+        os.unlink(leftover)
 
 
 def _find_opencl_cpu_driver() -> None:
@@ -107,8 +132,12 @@ def _load() -> tuple[bool, str]:
   """Builds (once per cache directory), loads, checks and registers the library."""
   try:
     path = _library_path()
-    if not path.exists():
+    if path.exists() and not _is_whole(path):
+      log.warning("the cached kernel library %s is damaged or unverified: rebuilding it", path)
+    if not _is_whole(path):
       _build(path)
+      if not _is_whole(path):  # another process rebuilt it meanwhile, or the disk lies
+        raise RuntimeError(f"{path} does not match its recorded size and hash")
     _find_opencl_cpu_driver()
     library = ctypes.CDLL(str(path))
     message = ctypes.create_string_buffer(512)

@@ -1,0 +1,89 @@
+"""SIGTERM (preemption, Slurm, Kubernetes) and SIGINT (Ctrl-C) as orderly stops.
+
+Before the training loop a signal stops the command at once: nothing of the run exists
+yet that a stop could lose. Inside the loop it only raises a flag, read at the next step
+boundary, where the loop checkpoints that step, flushes its writers and stops; a second
+signal stops at once. In a multi-process run JAX's preemption service takes SIGTERM
+after `jax.distributed.initialize`, and the processes agree on the step to stop at
+(`reached_preemption_sync_point`), so that every process saves the same one.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+
+import jax
+from jax.experimental import multihost_utils
+
+log = logging.getLogger(__name__)
+
+
+class Stopped(BaseException):
+  """The run was asked to stop by a signal (not an Exception: nothing on the way catches it)."""
+
+  def __init__(self, signum: int, step: int | None = None):
+    super().__init__(signal.Signals(signum).name)
+    self.signum = signum
+    self.step = step
+
+  @property
+  def exit_code(self) -> int:
+    return 128 + self.signum
+
+
+class StopSignals:
+  """Installed once per process by the command; the loop asks it at every step boundary."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._deferred = False
+
+  def install(self) -> None:
+    if threading.current_thread() is not threading.main_thread():
+      return  # signal handlers can only be set from the main thread
+    signal.signal(signal.SIGINT, self._handle)
+    if jax.process_count() == 1:  # else JAX's preemption service owns SIGTERM
+      signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    # One process of several cannot stop alone at a step of its choosing (the save is
+    # collective): SIGINT then stops it at once, like SIGTERM without JAX's service.
+    if self._deferred and self.received is None and jax.process_count() == 1:
+      self.received = signum
+      log.warning("%s received: stopping after this step, with a checkpoint of it",
+                  signal.Signals(signum).name)
+      return
+    raise Stopped(signum)
+
+  @contextlib.contextmanager
+  def deferred(self):
+    """Inside, a first signal waits for `requested`; outside, it stops at once."""
+    self._deferred = True
+    try:
+      yield
+    finally:
+      self._deferred = False
+
+  def requested(self, step: int) -> int | None:
+    """The signal to stop for at this step boundary, if any (every process calls this)."""
+    if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(step):
+      return signal.SIGTERM
+    return self.received
+
+
+class _NoSignals:
+  """For library callers (tests, benchmarks): signals keep Python's default behaviour."""
+
+  @contextlib.contextmanager
+  def deferred(self):
+    yield
+
+  def requested(self, step: int) -> int | None:
+    del step
+    return None
+
+
+NO_SIGNALS = _NoSignals()

@@ -1,0 +1,127 @@
+"""What a run keeps between runs outside the workdir, damaged or changed under it: the
+cached kernel library, prepared data, an image folder edited after it was prepared; and
+the kernels a workdir was trained on, which a resume must not change silently.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from launch_helpers import REPO, launch_command, read_checkpoint, write_tiny_config
+from rir_jax import data
+
+_LOAD_LIBRARY = ("from rir_jax.ops import library; ok, why = library.is_available(); "
+                 "print('available' if ok else 'unavailable: ' + why)")
+
+
+@pytest.fixture
+def damaged_library_cache(cpu_kernel_library, tmp_path):
+  """A copy of the built library's cache folder, the library cut short as a full disk or an
+  interrupted copy leaves it."""
+  from rir_jax.ops import library
+  built = library._library_path()  # pylint: disable=protected-access
+  cache = tmp_path / "onednn"
+  cache.mkdir()
+  for path in built.parent.glob(built.name + "*"):
+    shutil.copy(path, cache / path.name)
+  os.truncate(cache / built.name, 120_000)
+  return cache
+
+
+def _load_library(cache, **env):
+  return subprocess.run([sys.executable, "-c", _LOAD_LIBRARY], cwd=REPO, capture_output=True,
+                        text=True, timeout=600,
+                        env={**os.environ, "RIR_JAX_ONEDNN_CACHE": str(cache), **env})
+
+
+def test_a_truncated_cached_kernel_library_is_rebuilt_not_loaded(damaged_library_cache):
+  result = _load_library(damaged_library_cache)
+  assert result.returncode == 0, result.stderr[-3000:]  # not -7, a bus error
+  assert result.stdout.strip() == "available", result.stdout + result.stderr[-3000:]
+  assert "damaged or unverified: rebuilding it" in result.stderr
+
+
+def test_a_truncated_library_that_cannot_be_rebuilt_falls_back_to_xla(damaged_library_cache):
+  result = _load_library(damaged_library_cache, PATH="/nonexistent")  # no g++ to rebuild with
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.startswith("unavailable: RuntimeError: g++ not found"), result.stdout
+  assert "damaged or unverified" in result.stderr
+
+
+def _image_tree(root, per_class=4):
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for label in ("a", "b"):
+      (root / split / label).mkdir(parents=True)
+      for i in range(per_class):
+        image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / split / label / f"{i}.png")
+  return root
+
+
+def test_an_image_folder_changed_after_preparing_is_prepared_again(tmp_path):
+  tree = _image_tree(tmp_path / "tree")
+  load = lambda: data.load_dataset("image_folder", manual_dir=tree,  # noqa: E731
+                                   data_dir=tmp_path / "tfds")
+  first = load()
+  assert len(first.train_labels) == 8
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tree / "train" / "a" / "new.png")
+  assert len(load().train_labels) == 9  # an added image
+  Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(tree / "train" / "b" / "0.png")
+  replaced = load()
+  assert len(replaced.train_labels) == 9
+  assert (replaced.train_images == 255).all(axis=(1, 2, 3)).sum() == 1  # an edited image
+
+
+def test_damaged_prepared_data_names_the_folder_to_delete(tmp_path, caplog):
+  tree = _image_tree(tmp_path / "tree")
+  data_dir = tmp_path / "tfds"
+  prepared = data.load_dataset("image_folder", manual_dir=tree, data_dir=data_dir)
+  arrays = list(data_dir.rglob("rir_arrays"))[0]
+  os.truncate(arrays / "train_images.npy", 100)  # the quick cache: made again
+  again = data.load_dataset("image_folder", manual_dir=tree, data_dir=data_dir)
+  np.testing.assert_array_equal(again.train_images, prepared.train_images)
+  assert "damaged" in caplog.text
+
+  shutil.rmtree(arrays)
+  for record in arrays.parent.glob("*.array_record*"):  # the prepared files themselves
+    os.truncate(record, 10)
+  with pytest.raises(data.DataError, match="delete that folder") as error:
+    data.load_dataset("image_folder", manual_dir=tree, data_dir=data_dir)
+  assert str(arrays.parent) in str(error.value)
+
+
+def test_a_resume_keeps_the_kernels_the_workdir_recorded(cpu_kernel_library, tmp_path):
+  """Trained on XLA (the library could not load then), resumed where oneDNN loads: the
+  run keeps XLA and ends bit-identical to the uninterrupted run."""
+  tiny = write_tiny_config(tmp_path)
+  no_library = {**os.environ, "RIR_JAX_ONEDNN_CACHE": "/proc/no_such_cache"}
+  reference = tmp_path / "reference"
+  result = subprocess.run(launch_command(tiny, reference), cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=no_library)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '"xla"' in (reference / "kernels.json").read_text()
+
+  workdir = tmp_path / "run"
+  shutil.copytree(reference, workdir)
+  for step in ("10", "12"):  # as if stopped at step 8
+    shutil.rmtree(workdir / "checkpoints" / step)
+  resumed = subprocess.run(launch_command(tiny, workdir), cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "keeping xla, as recorded" in resumed.stderr
+  for x, y in zip(jax.tree.leaves(read_checkpoint(workdir, 12)),
+                  jax.tree.leaves(read_checkpoint(reference, 12)), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+  other = subprocess.run(launch_command(tiny, workdir, "--config.conv_impl=onednn",
+                                        "--config.allow_config_change=True",
+                                        "--config.num_train_steps=14"),
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert other.returncode == 0, other.stderr[-3000:]
+  assert "will not be bit-identical" in other.stderr
