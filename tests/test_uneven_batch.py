@@ -87,7 +87,7 @@ def _disagreements(reference: FirstStep, other: FirstStep) -> list[str]:
   for (path, before), a, b in zip(leaves, jax.tree.leaves(reference.params),
                                   jax.tree.leaves(other.params)):
     name = jax.tree_util.keystr(path)
-    relative = np.abs(b - a).max() / np.abs(a - before).max()
+    relative = np.abs(b - a).max() / max(np.abs(a - before).max(), 1e-30)
     if relative > (HEAD_TOLERANCE if "head" in name else UPDATE_TOLERANCE):
       found.append(f"{name}: {relative:.2g}")
   return found
