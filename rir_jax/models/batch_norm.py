@@ -48,6 +48,7 @@ def _count(x: jax.Array, weights: jax.Array | None) -> int | jax.Array:
 
 
 def _per_example(weights: jax.Array, x: jax.Array) -> jax.Array:
+  """The weights shaped to broadcast over x's rows: one per example, the leading axis."""
   return weights.reshape(-1, *(1,) * (x.ndim - 1))
 
 
@@ -152,9 +153,9 @@ class BatchNorm(nn.Module):
   except while initialising, moves the running averages towards them:
   average = momentum * average + (1 - momentum) * batch value. Evaluation uses the
   running averages. The output has `dtype` (x's dtype if None). A `mask` (one bool
-  per example) leaves the False examples out of the batch statistics. `impl` is the models'
-  `conv_impl`: where it runs on oneDNN ('onednn', or 'auto' on a CPU with the library),
-  the sums run on the same library's batch-norm kernels
+  per example) leaves the False examples out of the batch statistics. `impl` is the
+  models' `conv_impl`: where it runs on oneDNN ('onednn', or 'auto' on a CPU with the
+  library), the sums run on the same library's batch-norm kernels
   (rir_jax.ops.batch_norm_kernels) unless `kernel_sums` is False; the function
   computed is the same. Turn them off where x is a sum of terms that nothing else
   needs summed (RiR's streams): XLA adds the terms inside its own reductions, a
