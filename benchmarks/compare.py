@@ -151,16 +151,25 @@ def summarize(name: str, facts: dict, runs: list[dict]) -> dict:
   }
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
-  host_memory.reuse_freed_memory()  # as launch.py does
+def prepare(args: argparse.Namespace):
+  """launch.py's host set-up, the dataset and the output folder; None after one line on
+  stderr where the dataset cannot be loaded."""
+  host_memory.reuse_freed_memory()
   try:
     dataset = data.load_dataset(args.dataset, data_dir=args.data_dir,
                                 manual_dir=args.manual_dir)
   except data.DataError as error:
     print(f"error: {error}", file=sys.stderr)
-    return 2
+    return None
   args.out.mkdir(parents=True, exist_ok=True)
+  return dataset
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  dataset = prepare(args)
+  if dataset is None:
+    return 2
   models = []
   for spec in args.models.split(","):
     name = pathlib.Path(spec).stem if spec.endswith(".py") else spec

@@ -29,7 +29,7 @@ import jax  # noqa: E402
 
 from benchmarks import compare, report, significance  # noqa: E402
 from configs import paper  # noqa: E402
-from rir_jax import data, host_memory, ops  # noqa: E402
+from rir_jax import ops  # noqa: E402
 from rir_jax import workdir as workdir_lib  # noqa: E402
 
 # The paper's published test accuracy, where one is recorded (scale=paper only).
@@ -128,14 +128,9 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  host_memory.reuse_freed_memory()  # as launch.py does
-  try:
-    dataset = data.load_dataset(args.dataset, data_dir=args.data_dir,
-                                manual_dir=args.manual_dir)
-  except data.DataError as error:
-    print(f"error: {error}", file=sys.stderr)
+  dataset = compare.prepare(args)
+  if dataset is None:
     return 2
-  args.out.mkdir(parents=True, exist_ok=True)
   runs = {row: [] for row in args.rows}
   for seed in range(args.seeds):
     for row in args.rows:
