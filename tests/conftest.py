@@ -49,3 +49,17 @@ def cpu_kernel_library() -> None:
   available, reason = library.is_available()
   if not available:
     pytest.skip(f"CPU kernel library unavailable: {reason}")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> pathlib.Path:
+  """launch_helpers' tiny config file (a CNN on synthetic images, 12 steps)."""
+  from launch_helpers import write_tiny_config
+  return write_tiny_config(tmp_path_factory.mktemp("config"))
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+  """The synthetic dataset (random CIFAR-shaped images), loaded once per module."""
+  from rir_jax import data
+  return data.load_dataset("synthetic")

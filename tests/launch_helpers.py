@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import runpy
 import socket
 import subprocess
 import sys
@@ -44,6 +45,14 @@ def write_tiny_config(folder: pathlib.Path) -> pathlib.Path:
   path = folder / "tiny.py"
   path.write_text(TINY_CONFIG)
   return path
+
+
+def tiny_config(config_file: pathlib.Path, **overrides):
+  """The tiny config, for in-process runs: 6 steps unless `overrides` say otherwise."""
+  config = runpy.run_path(str(config_file))["get_config"]()
+  config.num_train_steps = 6
+  config.update(overrides)
+  return config
 
 
 def launch_command(config_file: pathlib.Path, workdir: pathlib.Path, *flags: str) -> list[str]:

@@ -10,7 +10,6 @@ import logging
 import os
 import random
 import re
-import runpy
 import shutil
 import subprocess
 import time
@@ -22,18 +21,12 @@ import pytest
 from orbax.checkpoint._src.path import async_path
 from orbax.checkpoint._src.serialization import serialization
 
-from launch_helpers import (launch_command, read_checkpoint, result_lines, start,
-                            write_tiny_config)
-from rir_jax import checkpoint, data, loop, metrics
+from launch_helpers import launch_command, read_checkpoint, result_lines, start, tiny_config
+from rir_jax import checkpoint, loop, metrics
 
 # A failed restore or save leaves Orbax's asyncio tasks unawaited; Python reports them
 # whenever they are collected, in whichever test is running then.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return write_tiny_config(tmp_path_factory.mktemp("config"))
 
 
 @pytest.fixture(scope="module")
@@ -157,21 +150,9 @@ def test_nonfinite_loss_exits_1_keeping_a_good_checkpoint_and_skip_step_finishes
 # --- in-process: damaged checkpoints and a full disk ----------------------------------------
 
 @pytest.fixture(scope="module")
-def synthetic():
-  return data.load_dataset("synthetic")
-
-
-def _config(tiny, **overrides):
-  config = runpy.run_path(str(tiny))["get_config"]()
-  config.num_train_steps = 6
-  config.update(overrides)
-  return config
-
-
-@pytest.fixture(scope="module")
 def in_process_reference(tiny, synthetic, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("in_process") / "run"
-  final = loop.train_and_evaluate(_config(tiny), workdir, synthetic)
+  final = loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic)
   return workdir, final
 
 
@@ -200,7 +181,7 @@ def test_damaged_newest_checkpoint_falls_back_and_is_saved_again(
   _damage(workdir / "checkpoints" / "6", how)
   caplog.set_level(logging.INFO, logger="rir_jax")
 
-  assert loop.train_and_evaluate(_config(tiny), workdir, synthetic) == final
+  assert loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic) == final
   assert "resuming at step 4" in caplog.text
   names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
   if how == "half_written_save":  # never a checkpoint: nothing to warn about or keep
@@ -211,7 +192,7 @@ def test_damaged_newest_checkpoint_falls_back_and_is_saved_again(
   _assert_same_result(workdir, reference, step=6)
 
   caplog.clear()  # the re-saved step 6 is good: the next run resumes there, no loop
-  loop.train_and_evaluate(_config(tiny), workdir, synthetic)
+  loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic)
   # The project's own log only: an earlier case's damaged checkpoint can leave an orbax
   # task behind whose error asyncio logs whenever it is collected, path and all.
   log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("rir_jax"))
@@ -225,7 +206,7 @@ def test_no_checkpoint_restoring_is_an_error_that_moves_nothing(tiny, synthetic,
   reference, _ = in_process_reference
   workdir = tmp_path / "run"
   shutil.copytree(reference, workdir)
-  config = _config(tiny, allow_config_change=True)
+  config = tiny_config(tiny, allow_config_change=True)
   config.model.widths = (4, 8)
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoint .* restores"):
     loop.train_and_evaluate(config, workdir, synthetic)
@@ -263,8 +244,8 @@ def test_full_disk_during_a_save_is_a_clear_error_and_earlier_checkpoints_surviv
     _full_disk_on_step(4, patch, where)
     with pytest.raises(checkpoint.CheckpointError,
                        match="could not save checkpoint at step 4: .*No space left on device"):
-      loop.train_and_evaluate(_config(tiny), workdir, synthetic)
+      loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic)
   assert read_checkpoint(workdir, 2)["step"] == 2
   # Space freed, the same command carries on from step 2 to the uninterrupted result.
-  assert loop.train_and_evaluate(_config(tiny), workdir, synthetic) == final
+  assert loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic) == final
   _assert_same_result(workdir, reference, step=6)

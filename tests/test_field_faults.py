@@ -6,7 +6,6 @@ nothing lost.
 """
 import logging
 import pathlib
-import runpy
 import shutil
 import subprocess
 import time
@@ -15,35 +14,18 @@ import jax
 import numpy as np
 import pytest
 
-from launch_helpers import REPO, launch_command, read_checkpoint, start, write_tiny_config
-from rir_jax import data, loop, metrics
+from launch_helpers import REPO, launch_command, read_checkpoint, start, tiny_config
+from rir_jax import loop, metrics
 
 # A failed restore leaves Orbax's asyncio tasks unawaited (see test_faults.py).
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return write_tiny_config(tmp_path_factory.mktemp("config"))
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-  return data.load_dataset("synthetic")
-
-
-def _config(tiny, **overrides):
-  config = runpy.run_path(str(tiny))["get_config"]()
-  config.num_train_steps = 6
-  config.update(overrides)
-  return config
-
-
-@pytest.fixture(scope="module")
 def reference(tiny, synthetic, tmp_path_factory):
   """Six uninterrupted steps, in process: checkpoints 2, 4, 6."""
   workdir = tmp_path_factory.mktemp("reference") / "run"
-  final = loop.train_and_evaluate(_config(tiny), workdir, synthetic)
+  final = loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic)
   return workdir, final
 
 
@@ -80,7 +62,7 @@ def test_damaged_metrics_lines_are_dropped_with_a_warning_and_the_run_resumes(
     path.write_text("".join(lines[:2]) + "\x00\x00garbage\n[1, 2]\n" + "".join(lines[2:]))
   caplog.set_level(logging.INFO, logger="rir_jax")
 
-  assert loop.train_and_evaluate(_config(tiny), workdir, synthetic) == reference[1]
+  assert loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic) == reference[1]
   assert metrics.read_metrics(path) == good
   assert "dropped" in _project_log(caplog) and "unreadable line" in _project_log(caplog)
   assert (workdir / "metrics.jsonl.dropped").exists()  # the file as it was, for a look
@@ -95,10 +77,10 @@ def test_an_empty_or_partial_step_folder_does_not_block_the_good_checkpoints(
   checkpoints = workdir / "checkpoints"
   if damage == "empty_newer_folder":
     (checkpoints / "100").mkdir()
-    config, resumed = _config(tiny), 6
+    config, resumed = tiny_config(tiny), 6
   else:
     shutil.rmtree(checkpoints / "6" / "default")
-    config, resumed = _config(tiny), 4
+    config, resumed = tiny_config(tiny), 4
   caplog.set_level(logging.INFO, logger="rir_jax")
 
   assert loop.train_and_evaluate(config, workdir, synthetic) == reference[1]
@@ -115,7 +97,7 @@ def test_only_partial_step_folders_are_set_aside_and_the_run_starts_over(
   workdir = tmp_path / "run"
   (workdir / "checkpoints" / "8").mkdir(parents=True)
   caplog.set_level(logging.INFO, logger="rir_jax")
-  assert loop.train_and_evaluate(_config(tiny), workdir, synthetic) == reference[1]
+  assert loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic) == reference[1]
   assert "starting at step 0" in _project_log(caplog)
   assert (workdir / "checkpoints" / "damaged-8").is_dir()
 

@@ -13,17 +13,12 @@ import numpy as np
 import pytest
 
 from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
-                            result_lines, start, write_tiny_config)
+                            result_lines, start)
 from rir_jax import metrics
 
 STEPS = "--config.num_train_steps=24"
 # Checkpoints every 5 steps: a stop mostly lands between two of them.
 SPARSE_CHECKPOINTS = "--config.checkpoint_every_steps=5"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return write_tiny_config(tmp_path_factory.mktemp("config"))
 
 
 def _last_step(workdir) -> int:

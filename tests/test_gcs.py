@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import gcs_emulator
-from launch_helpers import REPO, launch_command, read_checkpoint, result_lines, start, \
-    write_tiny_config
+from launch_helpers import REPO, launch_command, read_checkpoint, result_lines, start
 from rir_jax import storage
 
 BUCKET = "rir-test"
@@ -26,11 +25,6 @@ def emulator():
   with gcs_emulator.running_emulator() as (url, fs):
     gcs_emulator.create_bucket(url, BUCKET)
     yield url, fs
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return write_tiny_config(tmp_path_factory.mktemp("config"))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
-                            result_lines, start, write_tiny_config)
+                            result_lines, start)
 from rir_jax import metrics
 
 pytestmark = pytest.mark.slow
@@ -61,11 +61,6 @@ def processes():
   procs = Processes()
   yield procs
   procs.kill_all()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return write_tiny_config(tmp_path_factory.mktemp("config"))
 
 
 def _log(workdir, process=None):

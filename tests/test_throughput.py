@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import throughput, throughput_table
-from rir_jax import data, ops
+from rir_jax import ops
 from rir_jax.models import count_params, get_model
 
 POSITIVE = ("params", "jax_images_per_sec", "train_flops_per_step", "jax_gflops_per_sec",
@@ -17,11 +17,6 @@ POSITIVE = ("params", "jax_images_per_sec", "train_flops_per_step", "jax_gflops_
 KEYS = (*POSITIVE, "model", "batch", "dtype", "torch_images_per_sec", "ratio", "device_kind",
         "peak_dtype", "flops_source", "host_cpu_used_by_others", "input_pipeline_share")
 TINY = dict(steps=2, warmup=1, eval_batch=32)
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-  return data.load_dataset("synthetic")
 
 
 def check_row(row: dict, model: str, batch: int) -> None:

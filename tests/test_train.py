@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from configs import default
-from rir_jax import (checkpoint, config_check, data, feeding, loop, metrics, ops, optim,
+from rir_jax import (checkpoint, config_check, feeding, loop, metrics, ops, optim,
                      parallel, train)
 
 
@@ -29,11 +29,6 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
       target = target[part]
     target[last] = value
   return config
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-  return data.load_dataset("synthetic")
 
 
 def run_steps(config, dataset, mesh, steps):
