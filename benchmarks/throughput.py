@@ -37,7 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from configs import default  # noqa: E402
-from rir_jax import data, feeding, host_memory, loop, ops, parallel, train  # noqa: E402
+from rir_jax import data, host_memory, loop, ops, parallel, train  # noqa: E402
+from rir_jax.data import feeding  # noqa: E402
 from rir_jax.models import count_params  # noqa: E402
 
 try:

@@ -6,7 +6,7 @@ import math
 import ml_collections
 
 from rir_jax import ops, optim
-from rir_jax.data import DATASET_NAMES, pipeline
+from rir_jax.data import DATASET_NAMES, batching
 from rir_jax.models import MODEL_NAMES
 
 
@@ -117,9 +117,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     raise ConfigError("--config.schedule.boundaries_epochs must be increasing, got "
                       f"{tuple(config.schedule.boundaries_epochs)}")
   for key in ("batch_size", "eval_batch_size"):
-    # Any batch fits any device count (padded: rir_jax.data.pipeline), but the processes
+    # Any batch fits any device count (padded: rir_jax.data.batching), but the processes
     # must be able to share the padded rows evenly.
-    rows = pipeline.padded_size(config[key], device_count)
+    rows = batching.padded_size(config[key], device_count)
     if rows % process_count:
       raise ConfigError(f"--config.{key}={config[key]} fills {rows} rows on {device_count} "
                         f"devices, which {process_count} processes cannot share evenly; "

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rir_jax import feeding, loop, parallel, train
+from rir_jax import loop, parallel, train
+from rir_jax.data import feeding
 from rir_jax.loading import Trained
 
 

@@ -19,9 +19,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import (best as best_lib, checkpoint, config_check, feeding, metrics as metrics_lib,
+from rir_jax import (best as best_lib, checkpoint, config_check, metrics as metrics_lib,
                      models, optim, parallel, stopping, storage, train, warm_start)
-from rir_jax.data import Dataset, pipeline
+from rir_jax.data import Dataset, batching, feeding
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Plan:
 
 
 def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Plan:
-  spe = pipeline.steps_per_epoch(num_train_examples, config.batch_size)
+  spe = batching.steps_per_epoch(num_train_examples, config.batch_size)
   total = (config.num_train_steps if config.num_train_steps > 0
            else max(1, int(math.ceil(config.num_epochs * spe))))
   eval_every = (config.eval_every_steps if config.eval_every_steps > 0
@@ -68,9 +68,9 @@ def make_model(config: ml_collections.ConfigDict, num_classes: int):
 def make_step_config(config: ml_collections.ConfigDict, dataset: Dataset, plan: Plan,
                      device_count: int | None = None) -> train.StepConfig:
   """The step functions' static configuration; `device_count` (default: all devices)
-  decides whether the global batch is fed padded (rir_jax.data.pipeline.padded_size)."""
+  decides whether the global batch is fed padded (rir_jax.data.batching.padded_size)."""
   schedule = optim.learning_rate_schedule(config, plan.steps_per_epoch, plan.total_steps)
-  rows = pipeline.padded_size(config.batch_size, device_count or jax.device_count())
+  rows = batching.padded_size(config.batch_size, device_count or jax.device_count())
   return train.StepConfig(
       model=make_model(config, dataset.num_classes),
       tx=optim.make_optimizer(config, schedule), schedule=schedule,
@@ -129,7 +129,7 @@ class Trainer:
 def _log_padding(config: ml_collections.ConfigDict, device_count: int) -> None:
   """Says once which batches are fed padded: their cost, and that it is not a mistake."""
   for key in ("batch_size", "eval_batch_size"):
-    rows = pipeline.padded_size(config[key], device_count)
+    rows = batching.padded_size(config[key], device_count)
     if rows != config[key]:
       log.info("%s %d is fed as %d rows over %d devices: %d padding rows, masked out of "
                "the loss, gradients, batch norm and metrics", key, config[key], rows,

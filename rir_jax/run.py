@@ -20,7 +20,7 @@ import ml_collections
 from rir_jax import (checkpoint, config_check, data, kernel_record, loop, memory_check,
                      metrics, model_card, parallel, stopping, storage, warm_start,
                      workdir as workdir_lib, workdir_lock)
-from rir_jax.data import pipeline, validation
+from rir_jax.data import batching, validation
 
 log = logging.getLogger(__name__)
 USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)
@@ -125,7 +125,7 @@ def _prepare(config, workdir: storage.Path, distributed: Distributed,
         f"--config.batch_size={config.batch_size} is larger than the "
         f"{dataset.train_images.shape[0]} training examples of {config.data.name}")
   config_check.validate_schedule(
-      config, pipeline.steps_per_epoch(len(dataset.train_labels), config.batch_size))
+      config, batching.steps_per_epoch(len(dataset.train_labels), config.batch_size))
   _check_model(config, dataset)
   return dataset
 

@@ -43,7 +43,7 @@ class StepConfig:
   label_smoothing: float = 0.0
   skip_nonfinite: bool = False
   # Where the global batch is padded to fill every device: its examples, the leading
-  # rows; the rest count nowhere (rir_jax.data.pipeline.batch_rows). None: no padding.
+  # rows; the rest count nowhere (rir_jax.data.batching.batch_rows). None: no padding.
   examples_per_batch: int | None = None
 
 

@@ -8,32 +8,32 @@ import pytest
 
 from rir_jax import data
 from rir_jax.data import augment
-from rir_jax.data import pipeline
+from rir_jax.data import batching
 
 N, BATCH = 1000, 64  # 15 steps per epoch, 40 examples left out of each.
 
 
 def test_steps_per_epoch_drops_the_remainder():
-  assert pipeline.steps_per_epoch(N, BATCH) == 15
-  assert pipeline.steps_per_epoch(50_000, 500) == 100
+  assert batching.steps_per_epoch(N, BATCH) == 15
+  assert batching.steps_per_epoch(50_000, 500) == 100
   with pytest.raises(data.DataError, match='batch size 2000'):
-    pipeline.steps_per_epoch(N, 2000)
+    batching.steps_per_epoch(N, 2000)
 
 
 def test_train_batches_are_a_pure_function_of_seed_and_step():
-  first = [pipeline.train_batch_indices(N, BATCH, seed=3, step=s) for s in range(40)]
-  again = [pipeline.train_batch_indices(N, BATCH, seed=3, step=s) for s in range(40)]
-  other = [pipeline.train_batch_indices(N, BATCH, seed=4, step=s) for s in range(40)]
+  first = [batching.train_batch_indices(N, BATCH, seed=3, step=s) for s in range(40)]
+  again = [batching.train_batch_indices(N, BATCH, seed=3, step=s) for s in range(40)]
+  other = [batching.train_batch_indices(N, BATCH, seed=4, step=s) for s in range(40)]
   assert all(np.array_equal(a, b) for a, b in zip(first, again))
   assert not any(np.array_equal(a, b) for a, b in zip(first, other))
   assert first[0].dtype == np.int64 and first[0].shape == (BATCH,)
   # Resuming at step 23 (epoch 1) in a fresh computation replays the same batch.
-  pipeline._epoch_order.cache_clear()
-  assert np.array_equal(pipeline.train_batch_indices(N, BATCH, seed=3, step=23), first[23])
+  batching._epoch_order.cache_clear()
+  assert np.array_equal(batching.train_batch_indices(N, BATCH, seed=3, step=23), first[23])
 
 
 def test_an_epoch_sees_each_example_at_most_once_and_epochs_differ():
-  epochs = [np.concatenate([pipeline.train_batch_indices(N, BATCH, seed=0, step=e * 15 + s)
+  epochs = [np.concatenate([batching.train_batch_indices(N, BATCH, seed=0, step=e * 15 + s)
                             for s in range(15)]) for e in range(2)]
   for indices in epochs:
     assert len(np.unique(indices)) == len(indices) == 15 * BATCH
@@ -42,19 +42,19 @@ def test_an_epoch_sees_each_example_at_most_once_and_epochs_differ():
 
 
 def test_process_slices_are_disjoint_and_make_up_the_global_batch():
-  whole = pipeline.train_batch_indices(N, BATCH, seed=1, step=7)
-  slices = [pipeline.train_batch_indices(N, BATCH, seed=1, step=7, process_index=p,
+  whole = batching.train_batch_indices(N, BATCH, seed=1, step=7)
+  slices = [batching.train_batch_indices(N, BATCH, seed=1, step=7, process_index=p,
                                          process_count=4) for p in range(4)]
   assert all(s.shape == (BATCH // 4,) for s in slices)
   np.testing.assert_array_equal(np.concatenate(slices), whole)
   with pytest.raises(data.DataError, match='multiple of the number of processes'):
-    pipeline.train_batch_indices(N, BATCH, seed=1, step=7, process_count=5)
+    batching.train_batch_indices(N, BATCH, seed=1, step=7, process_count=5)
 
 
 @pytest.mark.parametrize('num_examples, global_batch, processes', [(1000, 64, 4), (10, 4, 2),
                                                                    (8, 8, 1), (5, 8, 8)])
 def test_eval_batches_count_every_example_exactly_once(num_examples, global_batch, processes):
-  per_process = [pipeline.eval_batches(num_examples, global_batch, process_index=p,
+  per_process = [batching.eval_batches(num_examples, global_batch, process_index=p,
                                        process_count=processes) for p in range(processes)]
   counts = np.zeros(num_examples, np.int64)
   for batches in per_process:

@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from configs import default
-from rir_jax import (checkpoint, config_check, feeding, loop, metrics, ops, optim,
-                     parallel, train)
+from rir_jax import checkpoint, config_check, loop, metrics, ops, optim, parallel, train
+from rir_jax.data import feeding
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:

@@ -17,8 +17,8 @@ import pytest
 from configs import default, resnet_cifar, rir_cifar
 from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
                             result_lines, write_tiny_config)
-from rir_jax import config_check, feeding, loop, parallel, train
-from rir_jax.data import augment, pipeline, sources
+from rir_jax import config_check, loop, parallel, train
+from rir_jax.data import augment, batching, feeding, sources
 from rir_jax.models import batch_norm
 from rir_jax.models.batch_norm import BatchNorm
 from rir_jax.ops import batch_norm_kernels
@@ -176,14 +176,14 @@ def test_weighted_stats_kernel_weights_each_example(dtype, cpu_kernel_library):
 
 
 def test_padding_sits_at_the_end_and_every_process_feeds_the_same_rows():
-  rows = pipeline.padded_size(37, 8)
-  assert (rows, pipeline.padded_size(500, 8), pipeline.padded_size(48, 8)) == (40, 504, 48)
-  slices = [pipeline.batch_rows(37, rows, process_index=p, process_count=2) for p in range(2)]
+  rows = batching.padded_size(37, 8)
+  assert (rows, batching.padded_size(500, 8), batching.padded_size(48, 8)) == (40, 504, 48)
+  slices = [batching.batch_rows(37, rows, process_index=p, process_count=2) for p in range(2)]
   positions, mask = (np.concatenate(parts) for parts in zip(*slices))
   np.testing.assert_array_equal(mask, np.arange(40) < 37)
   np.testing.assert_array_equal(positions[:37], np.arange(37))
-  unpadded = pipeline.train_batch_indices(1000, 37, seed=1, step=30)
-  fed = np.concatenate([pipeline.train_batch_indices(1000, 37, seed=1, step=30, padded_batch=40,
+  unpadded = batching.train_batch_indices(1000, 37, seed=1, step=30)
+  fed = np.concatenate([batching.train_batch_indices(1000, 37, seed=1, step=30, padded_batch=40,
                                                      process_index=p, process_count=2)
                         for p in range(2)])
   np.testing.assert_array_equal(fed[:37], unpadded)
@@ -193,7 +193,7 @@ def test_padding_sits_at_the_end_and_every_process_feeds_the_same_rows():
 def test_eval_batches_are_padded_alike_and_count_every_example_once():
   counts = np.zeros(10, np.int64)
   for process in range(2):
-    for indices, mask in pipeline.eval_batches(10, 3, padded_batch=4, process_index=process,
+    for indices, mask in batching.eval_batches(10, 3, padded_batch=4, process_index=process,
                                                process_count=2):
       assert indices.shape == mask.shape == (2,)
       np.add.at(counts, indices[mask], 1)

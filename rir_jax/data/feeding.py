@@ -1,9 +1,9 @@
 """Host -> device batches: this process's slice of each global batch, prefetched.
 
-Batches are a pure function of (seed, step) (see rir_jax.data.pipeline), so a resumed
+Batches are a pure function of (seed, step) (see rir_jax.data.batching), so a resumed
 run feeds exactly what an uninterrupted one would from the same step on. A global batch
 that the mesh's devices do not divide is fed padded to the next multiple of their count
-(`pipeline.padded_size`), its padding rows at the end.
+(`batching.padded_size`), its padding rows at the end.
 """
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rir_jax import parallel
-from rir_jax.data import pipeline
+from rir_jax.data import batching
 
 
 def train_batch(images: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int,
                 mesh: Mesh, step: int) -> dict[str, jax.Array]:
   """The global training batch of `step`, from this process's share of it."""
-  idx = pipeline.train_batch_indices(
+  idx = batching.train_batch_indices(
       len(labels), global_batch, seed=seed, step=step,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      padded_batch=pipeline.padded_size(global_batch, mesh.size))
+      padded_batch=batching.padded_size(global_batch, mesh.size))
   return parallel.global_batch_from_local({"image": images[idx], "label": labels[idx]}, mesh)
 
 
@@ -51,9 +51,9 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, 
 def eval_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int,
                  mesh: Mesh) -> dict[str, jax.Array]:
   """The whole split as padded, masked batches stacked on a leading axis, placed once."""
-  slices = pipeline.eval_batches(len(labels), global_batch, process_index=jax.process_index(),
+  slices = batching.eval_batches(len(labels), global_batch, process_index=jax.process_index(),
                                  process_count=jax.process_count(),
-                                 padded_batch=pipeline.padded_size(global_batch, mesh.size))
+                                 padded_batch=batching.padded_size(global_batch, mesh.size))
   idx = np.stack([i for i, _ in slices])
   local = {"image": images[idx], "label": labels[idx], "mask": np.stack([m for _, m in slices])}
   return parallel.global_batch_from_local(local, mesh, stacked=True)
