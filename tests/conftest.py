@@ -34,10 +34,10 @@ def shared_data() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def prepared_data_dir(shared_data, tmp_path_factory) -> pathlib.Path:
   """A TFDS data_dir with MNIST and Fashion-MNIST prepared once, offline, for the session."""
-  from rir_jax.data import sources
+  from rir_jax.data import loader
   path = tmp_path_factory.mktemp("tfds")
   for name in ("mnist", "fashion_mnist"):
-    sources.prepare(name, data_dir=path, manual_dir=shared_data / name)
+    loader.prepare(name, data_dir=path, manual_dir=shared_data / name)
   return path
 
 

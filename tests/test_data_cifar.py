@@ -10,7 +10,7 @@ from tensorflow_datasets.testing import mocking
 
 from rir_jax import data
 from rir_jax.data import builders
-from rir_jax.data import sources
+from rir_jax.data import loader
 
 CIFAR10_MEMBERS = {'train': [f'data_batch_{i}' for i in range(1, 6)], 'test': ['test_batch']}
 CIFAR100_MEMBERS = {'train': ['train'], 'test': ['test']}
@@ -203,6 +203,6 @@ class _ListSource(list):
 def test_cache_is_used_after_the_first_load(tmp_path, monkeypatch):
   _write_cifar(tmp_path / 'manual', hundred=False, python=False)
   first = data.load('cifar10', 'train', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual')
-  monkeypatch.setattr(sources, '_decode_split', lambda *args: pytest.fail('decoded again'))
+  monkeypatch.setattr(loader, '_decode_split', lambda *args: pytest.fail('decoded again'))
   second = data.load('cifar10', 'train', data_dir=tmp_path / 'tfds')
   np.testing.assert_array_equal(first[0], second[0])

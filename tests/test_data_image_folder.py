@@ -7,7 +7,7 @@ from PIL import Image
 import pytest
 
 from rir_jax import data
-from rir_jax.data import sources
+from rir_jax.data import loader
 
 
 def _write_image(path, array, mode=None):
@@ -91,8 +91,8 @@ def test_image_folder_without_a_tree_says_what_was_expected(tmp_path):
 
 def test_cifar10_jpeg_from_the_real_tarball(tmp_path, shared_data):
   start = time.perf_counter()
-  prepared = sources.prepare('cifar10_jpeg', data_dir=tmp_path,
-                             manual_dir=shared_data / 'cifar10_jpeg')
+  prepared = loader.prepare('cifar10_jpeg', data_dir=tmp_path,
+                            manual_dir=shared_data / 'cifar10_jpeg')
   seconds = time.perf_counter() - start
   assert prepared.num_examples == {'train': 50_000, 'test': 10_000}
   dataset = data.load_dataset('cifar10_jpeg', data_dir=tmp_path, download=False)

@@ -15,7 +15,7 @@ from rir_jax import data
 from rir_jax.data import builders
 from rir_jax.data import formats
 from rir_jax.data import prepare as prepare_cli
-from rir_jax.data import sources
+from rir_jax.data import loader
 
 MNIST_TRAIN_HISTOGRAM = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -106,7 +106,7 @@ def test_unknown_dataset_lists_the_choices():
 
 def test_wrong_manual_dir_says_what_was_expected(tmp_path, shared_data):
   with pytest.raises(data.DataError, match='expected train-images-idx3-ubyte'):
-    sources.prepare('mnist', data_dir=tmp_path, manual_dir=shared_data / 'cifar10_jpeg')
+    loader.prepare('mnist', data_dir=tmp_path, manual_dir=shared_data / 'cifar10_jpeg')
 
 
 def test_regzipped_idx_is_accepted(tmp_path, shared_data):
@@ -139,6 +139,6 @@ def test_corrupt_idx_file_is_refused_naming_it(corrupt, expected, tmp_path, shar
   raw = (shared_data / 'mnist' / name).read_bytes()
   folder = _manual_copy(shared_data, tmp_path, name, corrupt(raw))
   with pytest.raises(data.DataError, match=expected) as error:
-    sources.prepare('mnist', data_dir=tmp_path / 'tfds', manual_dir=folder)
+    loader.prepare('mnist', data_dir=tmp_path / 'tfds', manual_dir=folder)
   assert name in str(error.value) and '\n' not in str(error.value)
   assert not list((tmp_path / 'tfds').glob('rir_mnist/*/dataset_info.json'))

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import gcs_emulator
-from rir_jax.data import DataError, remote, sources
+from rir_jax.data import DataError, loader, remote
 
 BUCKET = "rir-data"
 
@@ -36,16 +36,16 @@ def test_data_prepared_into_gs_loads_on_a_fresh_machine_as_from_a_local_folder(
   data_dir, tree = f"gs://{BUCKET}/data", tmp_path / "tree"
   _write_tree(tree)
   monkeypatch.setattr(remote, "MIRRORS", tmp_path / "preparing_machine")
-  prepared = sources.prepare("image_folder", data_dir=data_dir, manual_dir=tree)
+  prepared = loader.prepare("image_folder", data_dir=data_dir, manual_dir=tree)
   assert prepared.path.startswith(f"{data_dir}/") and prepared.num_examples["train"] == 8
   assert fs.glob(f"{BUCKET}/data/**/*.array_record*")  # the prepared files are in the bucket
   assert fs.glob(f"{BUCKET}/data/**/rir_arrays/train_images.npy")  # decoded once, uploaded
 
   monkeypatch.setattr(remote, "MIRRORS", tmp_path / "training_machine")
-  from_gs = sources.load_dataset("image_folder", data_dir=data_dir, manual_dir=tree,
-                                 download=False)
-  local = sources.load_dataset("image_folder", data_dir=tmp_path / "local", manual_dir=tree,
-                               download=False)
+  from_gs = loader.load_dataset("image_folder", data_dir=data_dir, manual_dir=tree,
+                                download=False)
+  local = loader.load_dataset("image_folder", data_dir=tmp_path / "local", manual_dir=tree,
+                              download=False)
   assert from_gs.train_images.shape == (8, 8, 8, 3)
   for name in ("train_images", "train_labels", "test_images", "test_labels"):
     np.testing.assert_array_equal(getattr(from_gs, name), getattr(local, name))
@@ -56,12 +56,12 @@ def test_data_prepared_into_gs_loads_on_a_fresh_machine_as_from_a_local_folder(
   buffer = io.BytesIO()
   np.save(buffer, 255 - local.train_images)
   fs.pipe_file(cached, buffer.getvalue())
-  again = sources.load_dataset("image_folder", data_dir=data_dir, manual_dir=tree,
-                               download=False)
+  again = loader.load_dataset("image_folder", data_dir=data_dir, manual_dir=tree,
+                              download=False)
   np.testing.assert_array_equal(again.train_images, 255 - local.train_images)
 
 
 def test_a_gs_data_dir_without_the_dataset_names_the_bucket(emulator, tmp_path, monkeypatch):
   monkeypatch.setattr(remote, "MIRRORS", tmp_path)
   with pytest.raises(DataError, match=f"not prepared in gs://{BUCKET}/empty"):
-    sources.load_dataset("mnist", data_dir=f"gs://{BUCKET}/empty", download=False)
+    loader.load_dataset("mnist", data_dir=f"gs://{BUCKET}/empty", download=False)

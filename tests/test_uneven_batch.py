@@ -18,7 +18,7 @@ from configs import default, resnet_cifar, rir_cifar
 from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
                             result_lines, write_tiny_config)
 from rir_jax import config_check, loop, parallel, train
-from rir_jax.data import augment, batching, feeding, sources
+from rir_jax.data import augment, batching, feeding, loader
 from rir_jax.models import batch_norm
 from rir_jax.models.batch_norm import BatchNorm
 from rir_jax.ops import batch_norm_kernels
@@ -37,7 +37,7 @@ SIX_DEVICES = "--xla_force_host_platform_device_count=6"
 
 @functools.cache
 def _dataset():
-  return sources.load_dataset("synthetic")  # random images, crop + flip: keys matter
+  return loader.load_dataset("synthetic")  # random images, crop + flip: keys matter
 
 
 def _config(batch_size: int, conv_impl: str) -> ml_collections.ConfigDict:

@@ -11,7 +11,8 @@ import argparse
 import sys
 import time
 
-from rir_jax.data import sources
+from rir_jax.data import loader
+from rir_jax.data import registry
 from rir_jax.data.errors import DataError
 
 
@@ -24,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
   parser = _Parser(prog='python -m rir_jax.data.prepare', description=__doc__.split('\n')[0])
-  parser.add_argument('name', help=f'one of: {", ".join(sources.DATASET_NAMES)}')
+  parser.add_argument('name', help=f'one of: {", ".join(registry.DATASET_NAMES)}')
   parser.add_argument('--manual_dir', help='folder holding the original files; no download')
   parser.add_argument('--data_dir', help='where prepared data goes (default: $TFDS_DATA_DIR '
                       'or ~/tensorflow_datasets)')
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   start = time.perf_counter()
   try:
-    prepared = sources.prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    prepared = loader.prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
   except DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 
 from rir_jax.data.errors import DataError
-from rir_jax.data.sources import Dataset, channel_stats, load_dataset
+from rir_jax.data.loader import channel_stats, load_dataset
+from rir_jax.data.registry import Dataset
 
 
 def held_out_indices(num_train: int, num_validation: int, seed: int) -> np.ndarray:

@@ -1,10 +1,8 @@
 """Datasets by name: prepared once with TFDS, then loaded whole into host memory.
 
 Prepared data sits where TFDS puts it, `<data_dir>/<builder>/<version>/`, with
-`data_dir` defaulting to $TFDS_DATA_DIR or ~/tensorflow_datasets. Decoding
-60,000 PNGs through the data source takes seconds, so each split is also kept
-as .npy files in `rir_arrays/` beside the array_record files: after the first
-load, a split loads in milliseconds.
+`data_dir` defaulting to $TFDS_DATA_DIR or ~/tensorflow_datasets; a gs:// data_dir
+goes through a local mirror (`remote`), decoded splits through `cache`.
 """
 import contextlib
 import dataclasses
@@ -16,74 +14,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from rir_jax import storage
-from rir_jax.data import builders
-from rir_jax.data import image_folder
+from rir_jax.data import cache
+from rir_jax.data import registry
 from rir_jax.data import remote
+from rir_jax.data import synthetic
 from rir_jax.data.errors import DataError
+from rir_jax.data.registry import SPLITS, SYNTHETIC, Dataset
 
-_BUILDERS = {
-    'mnist': builders.RirMnist,
-    'fashion_mnist': builders.RirFashionMnist,
-    'cifar10': builders.RirCifar10,
-    'cifar100': builders.RirCifar100,
-    'cifar10_jpeg': image_folder.RirCifar10Jpeg,
-    'image_folder': image_folder.RirImageFolder,
-}
-SYNTHETIC = 'synthetic'
-DATASET_NAMES = (*_BUILDERS, SYNTHETIC)
-SPLITS = ('train', 'test')
-_DESCRIPTIONS = {
-    'mnist': 'MNIST',
-    'fashion_mnist': 'Fashion-MNIST',
-    'cifar10': 'CIFAR-10',
-    'cifar100': 'CIFAR-100',
-    'cifar10_jpeg': 'CIFAR-10 (JPEG q75)',
-    'image_folder': 'image folder {manual_dir}',
-    SYNTHETIC: 'synthetic (random images, for throughput benchmarks only)',
-}
-_SYNTHETIC_SIZES = {'train': 10_000, 'test': 512}  # test: a quick eval in smoke runs
-_SYNTHETIC_SEED = 0
-_CACHE_DIR = 'rir_arrays'
 _DECODE_CHUNK = 4096
 _STATS_CHUNK = 1 << 20
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Dataset:
-  """A whole dataset in host memory, as the training loop consumes it.
-
-  Attributes:
-    name: the name it was loaded by, one of DATASET_NAMES.
-    train_images: uint8 array, NHWC.
-    train_labels: int32 array.
-    test_images: uint8 array, NHWC.
-    test_labels: int32 array.
-    num_classes: number of classes.
-    augmentation: the `kind` for `augment.augment`: "crop_flip" for 32x32 colour
-      images (CIFAR, JPEG CIFAR, synthetic, 32x32 image folders), else "none".
-    mean: float32 per-channel mean of the train split's pixels, in [0, 1] units
-      (pixel / 255), as `augment.normalize` expects.
-    std: float32 per-channel standard deviation, same units.
-    description: what the data is, for reports, e.g. "CIFAR-10 (JPEG q75)".
-    class_names: the name of each label, e.g. "airplane"; the label's number where
-      the dataset names none.
-    validation_images: uint8 NHWC examples held out of the train split
-      (`validation.carve`), or None.
-    validation_labels: their int32 labels, or None.
-  """
-  name: str
-  train_images: np.ndarray
-  train_labels: np.ndarray
-  test_images: np.ndarray
-  test_labels: np.ndarray
-  num_classes: int
-  augmentation: str
-  mean: np.ndarray
-  std: np.ndarray
-  description: str = ''
-  class_names: tuple[str, ...] = ()
-  validation_images: np.ndarray | None = None
-  validation_labels: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +41,7 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
             download: bool = True) -> Prepared:
   """Prepares `name` unless it already is, including the .npy cache of each split."""
   if name == SYNTHETIC:
-    return Prepared('(generated in memory, nothing to prepare)', dict(_SYNTHETIC_SIZES))
+    return Prepared('(generated in memory, nothing to prepare)', dict(synthetic.SIZES))
   builder = _prepared_builder(name, data_dir, manual_dir, download)
   counts = {split: len(_split_arrays(builder, split)[1]) for split in SPLITS}
   path = os.fspath(builder.data_path)
@@ -117,7 +56,7 @@ def load(name: str, split: str, *, data_dir: str | None = None,
   if split not in SPLITS:
     raise DataError(f'unknown split {split!r}; choose one of: {", ".join(SPLITS)}')
   if name == SYNTHETIC:
-    return _synthetic_split(split)
+    return synthetic.split(split)
   return _split_arrays(_prepared_builder(name, data_dir, manual_dir, download=True), split)
 
 
@@ -136,8 +75,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
     The Dataset.
   """
   if name == SYNTHETIC:
-    (train_images, train_labels), test = _synthetic_split('train'), _synthetic_split('test')
-    num_classes = 10
+    (train_images, train_labels), test = synthetic.split('train'), synthetic.split('test')
+    num_classes = synthetic.NUM_CLASSES
     class_names = tuple(str(label) for label in range(num_classes))
   else:
     builder = _prepared_builder(name, data_dir, manual_dir, download)
@@ -154,7 +93,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
       name=name, train_images=train_images, train_labels=train_labels,
       test_images=test[0], test_labels=test[1], num_classes=num_classes,
       augmentation='crop_flip' if colour_32 else 'none', mean=mean, std=std,
-      description=_DESCRIPTIONS[name].format(manual_dir=manual_dir), class_names=class_names)
+      description=registry.description(name, manual_dir), class_names=class_names)
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,16 +114,9 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean.astype(np.float32), std.astype(np.float32)
 
 
-def builder_class(name: str) -> type[builders.Builder]:
-  """The TFDS builder class of a dataset name."""
-  if name not in _BUILDERS:
-    raise DataError(f'unknown dataset {name!r}; choose one of: {", ".join(DATASET_NAMES)}')
-  return _BUILDERS[name]
-
-
 def _prepared_builder(name, data_dir, manual_dir, download):
   """The builder of `name`, prepared from manual_dir or a download if it is not yet."""
-  cls = builder_class(name)
+  cls = registry.builder_class(name)
   data_dir = os.path.expanduser(os.fspath(data_dir or default_data_dir()))
   if storage.is_remote(data_dir):
     return _prepared_remote_builder(name, cls, data_dir, manual_dir, download)
@@ -219,7 +151,7 @@ def _prepared_builder(name, data_dir, manual_dir, download):
 def _prepared_remote_builder(name, cls, data_dir, manual_dir, download):
   """The builder over the local mirror of a gs:// data_dir; what it prepares is uploaded."""
   try:
-    mirror = os.fspath(remote.download(data_dir, cls.name, derived_cache=_CACHE_DIR))
+    mirror = os.fspath(remote.download(data_dir, cls.name, derived_cache=cache.FOLDER))
   except Exception as e:  # noqa: BLE001 - no bucket, no credentials, no network
     raise DataError(f'cannot read data_dir {data_dir}: {" ".join(str(e).split())}') from None
   with _quiet_tfds():
@@ -254,32 +186,14 @@ def _not_prepared_message(name, cls, data_dir):
 
 
 def _split_arrays(builder, split):
-  """(images, labels) of a prepared split, from the .npy cache, made on first use.
+  """(images, labels) of a prepared split: cached, else decoded (damaged files: a DataError
+  naming the folder to delete)."""
 
-  A damaged cache is made again from the prepared files; damaged prepared files are a
-  DataError naming the folder to delete.
-  """
-  cache = builder.data_path / _CACHE_DIR
-  images_path, labels_path = cache / f'{split}_images.npy', cache / f'{split}_labels.npy'
-  if images_path.exists() and labels_path.exists():
-    try:
-      return np.load(images_path), np.load(labels_path)
-    except (OSError, ValueError, EOFError) as e:
-      logging.warning('the cached %s arrays in %s are damaged (%s): making them again',
-                      split, cache, ' '.join(str(e).split()))
-  with _damaged_prepared_data(builder.name, builder.data_path):
-    images, labels = _decode_split(builder, split)
-  try:
-    cache.mkdir(exist_ok=True)
-    for path, array in ((images_path, images), (labels_path, labels)):
-      # Written aside then renamed, so a concurrent or killed writer leaves no half file.
-      partial = path.with_suffix(f'.{os.getpid()}.partial')
-      with open(partial, 'wb') as f:
-        np.save(f, array)
-      os.replace(partial, path)
-  except OSError as e:  # A read-only data_dir still loads, only more slowly.
-    logging.warning('could not cache %s arrays in %s: %s', builder.name, cache, e)
-  return images, labels
+  def decode():
+    with _damaged_prepared_data(builder.name, builder.data_path):
+      return _decode_split(builder, split)
+
+  return cache.split_arrays(builder, split, decode)
 
 
 def _decode_split(builder, split):
@@ -320,11 +234,3 @@ def _quiet_tfds():
     yield
   finally:
     logger.setLevel(level)
-
-
-def _synthetic_split(split):
-  """Random 32x32x3 images and 10-class labels, the same on every call."""
-  rng = np.random.default_rng((_SYNTHETIC_SEED, SPLITS.index(split)))
-  size = _SYNTHETIC_SIZES[split]
-  images = rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8)
-  return images, rng.integers(0, 10, size).astype(np.int32)
