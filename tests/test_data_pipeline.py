@@ -1,4 +1,5 @@
 """Batch order (host, numpy), augmentation and normalization (device, jax), synthetic data."""
+import dataclasses
 import functools
 
 import jax
@@ -6,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rir_jax import data
+from launch_helpers import tiny_config
+from rir_jax import data, loop, train
 from rir_jax.data import augment
 from rir_jax.data import batching
 
@@ -71,6 +73,12 @@ def test_eval_batches_count_every_example_exactly_once(num_examples, global_batc
   np.testing.assert_array_equal(first_batch, np.where(expected < num_examples, expected, 0))
 
 
+def _step_key(step: int) -> jax.Array:
+  """An augmentation key made as train.train_step makes its own: a run's key folded with
+  the step (test_the_train_step_augments_with_its_rng_folded_with_the_step)."""
+  return jax.random.fold_in(jax.random.PRNGKey(0), step)
+
+
 def _images(batch=16, size=32, channels=3):
   rng = np.random.default_rng(0)
   return jnp.asarray(rng.integers(1, 256, (batch, size, size, channels), dtype=np.uint8))
@@ -83,11 +91,11 @@ def _jit_augment(images, key, kind):
 
 def test_augment_is_deterministic_per_key_and_keeps_shape_and_dtype():
   images = _images()
-  key = augment.step_key(0, 5)
+  key = _step_key(5)
   out = _jit_augment(images, key, 'crop_flip')
   assert out.shape == images.shape and out.dtype == images.dtype
   np.testing.assert_array_equal(out, _jit_augment(images, key, 'crop_flip'))
-  assert not np.array_equal(out, _jit_augment(images, augment.step_key(0, 6), 'crop_flip'))
+  assert not np.array_equal(out, _jit_augment(images, _step_key(6), 'crop_flip'))
   np.testing.assert_array_equal(_jit_augment(images, key, 'none'), images)
   floats = _jit_augment(images.astype(jnp.float32), key, 'crop_flip')
   np.testing.assert_array_equal(floats, out.astype(jnp.float32))
@@ -114,9 +122,27 @@ def _window(padded, top, left, flip):
   return window[:, ::-1] if flip else window
 
 
-def test_step_key_accepts_a_traced_step():
-  keys = jax.jit(lambda step: augment.step_key(7, step))(jnp.int32(3))
-  np.testing.assert_array_equal(keys, jax.random.fold_in(jax.random.PRNGKey(7), 3))
+def test_the_train_step_augments_with_its_rng_folded_with_the_step(tiny, synthetic):
+  """Under jit (the step traced), a train step is the step on its batch augmented beforehand
+  with the key fold_in(state.rng, step): no other key, and a new one each step."""
+  config = tiny_config(tiny)
+  plan = loop.make_plan(config, len(synthetic.train_labels))
+  crop = loop.make_step_config(config, synthetic, plan, device_count=1)
+  steps = {cfg.augmentation: jax.jit(train.bind(train.train_step, cfg))
+           for cfg in (crop, dataclasses.replace(crop, augmentation='none'))}
+  state = train.create_train_state(crop, config.seed, synthetic.train_images.shape[1:])
+  batch = {'image': jnp.asarray(synthetic.train_images[:config.batch_size]),
+           'label': jnp.asarray(synthetic.train_labels[:config.batch_size])}
+
+  def loss(kind, step, images):
+    at_step = state.replace(step=jnp.asarray(step, jnp.int32))
+    return float(steps[kind](at_step, {**batch, 'image': images})[1]['loss'])
+
+  for step in (3, 4):
+    key = jax.random.fold_in(state.rng, step)
+    augmented = augment.augment(batch['image'], key, 'crop_flip')
+    assert loss('crop_flip', step, batch['image']) == loss('none', step, augmented)
+  assert loss('crop_flip', 3, batch['image']) != loss('crop_flip', 4, batch['image'])
 
 
 def test_unknown_augmentation_is_refused():
@@ -147,6 +173,6 @@ def test_augment_gives_the_same_result_on_a_batch_sharded_over_devices(axis_type
   mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(axis_type,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   images = _images(batch=2 * jax.device_count())
-  key = augment.step_key(0, 1)
+  key = _step_key(1)
   sharded = _jit_augment(jax.device_put(images, sharding), key, 'crop_flip')
   np.testing.assert_array_equal(sharded, _jit_augment(images, key, 'crop_flip'))

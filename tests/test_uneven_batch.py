@@ -203,7 +203,7 @@ def test_eval_batches_are_padded_alike_and_count_every_example_once():
 @pytest.mark.parametrize("partitionable", [True, False])
 def test_padding_leaves_each_example_s_augmentation_as_it_was(partitionable):
   images = jax.random.randint(jax.random.key(0), (37, 8, 8, 3), 0, 256).astype(jnp.uint8)
-  key = augment.step_key(0, 3)
+  key = jax.random.fold_in(jax.random.PRNGKey(0), 3)  # as train.train_step keys step 3
   with jax.threefry_partitionable(partitionable):  # both ways of drawing a key's splits
     alone = augment.augment(images, key, "crop_flip")
     padded = augment.augment(_padded(images, 3), key, "crop_flip", num_examples=37)

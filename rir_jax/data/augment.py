@@ -13,11 +13,6 @@ AUGMENTATIONS = ('crop_flip', 'none')
 CROP_PADDING = 4
 
 
-def step_key(seed: int, step) -> jax.Array:
-  """The augmentation key of a training step; `step` may be a traced integer."""
-  return jax.random.fold_in(jax.random.PRNGKey(seed), step)
-
-
 def augment(images: jax.Array, key: jax.Array, kind: str,
             num_examples: int | None = None) -> jax.Array:
   """Augments a batch of NHWC images (uint8 or float); same shape and dtype out.
