@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from launch_helpers import tiny_config
-from rir_jax import data, loop, train
+from rir_jax import data, loop, run, train
 from rir_jax.data import augment
 from rir_jax.data import batching
 
@@ -18,8 +18,18 @@ N, BATCH = 1000, 64  # 15 steps per epoch, 40 examples left out of each.
 def test_steps_per_epoch_drops_the_remainder():
   assert batching.steps_per_epoch(N, BATCH) == 15
   assert batching.steps_per_epoch(50_000, 500) == 100
-  with pytest.raises(data.DataError, match='batch size 2000'):
-    batching.steps_per_epoch(N, 2000)
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_before_the_run(tiny, tmp_path,
+                                                                           capsys):
+  """What steps_per_epoch leaves to the run's checks: one line, exit 2, no workdir."""
+  config = tiny_config(tiny, batch_size=10_001)  # synthetic: 10,000 training examples
+  with pytest.raises(SystemExit) as exited:
+    run.launch(config, tmp_path / 'w', distributed=run.Distributed(), jax_cache_dir='')
+  assert exited.value.code == 2
+  assert ('batch_size=10001 is larger than the 10000 training examples'
+          in capsys.readouterr().err)
+  assert not (tmp_path / 'w').exists()
 
 
 def test_train_batches_are_a_pure_function_of_seed_and_step():

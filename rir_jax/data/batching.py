@@ -21,10 +21,11 @@ from rir_jax.data.errors import DataError
 
 
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
-  """Whole batches per epoch; the remainder of each epoch's permutation is skipped."""
-  if global_batch < 1 or num_examples < global_batch:
-    raise DataError(f'batch size {global_batch} must be between 1 and the number of training '
-                    f'examples ({num_examples})')
+  """Whole batches per epoch; the remainder of each epoch's permutation is skipped.
+
+  The batch must be between 1 and `num_examples`: a run checks that before it starts
+  (config_check.validate, and rir_jax.run against the loaded training split).
+  """
   return num_examples // global_batch
 
 
