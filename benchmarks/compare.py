@@ -28,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from benchmarks import report  # noqa: E402
-from configs import cnn_mnist, resnet_cifar  # noqa: E402
+from configs import cifar, mnist  # noqa: E402
 from rir_jax import config_check, data, host_memory, loop, metrics, ops  # noqa: E402
 from rir_jax import workdir as workdir_lib  # noqa: E402
 from rir_jax.models import count_params  # noqa: E402
@@ -67,7 +67,8 @@ def base_config(spec: str, args: argparse.Namespace) -> ml_collections.ConfigDic
     module_spec.loader.exec_module(module)
     config = module.get_config()
   else:
-    config = (cnn_mnist if args.dataset in MNIST_LIKE else resnet_cifar).get_config()
+    config = (mnist.get_config("model=cnn") if args.dataset in MNIST_LIKE
+              else cifar.get_config("model=resnet"))
     config.model = ml_collections.ConfigDict({"name": spec})
   config.data.name = args.dataset
   config.data.manual_dir = args.manual_dir

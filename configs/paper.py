@@ -51,10 +51,8 @@ SCALES = ("paper", "cpu")
 
 
 def get_config(arg: str | None = None):
-  args = default.parse_arg(arg, row="rir", scale="paper", smoke=False)
-  if args.row not in ROWS or args.scale not in SCALES:
-    raise ValueError(f"configs/paper.py takes row={'|'.join(ROWS)} and scale={'|'.join(SCALES)}; "
-                     f"got row={args.row}, scale={args.scale}")
+  args = default.parse_arg(arg, row="rir", scale="paper", smoke=False,
+                           choices={"row": ROWS, "scale": SCALES})
   config = default.get_config()
   if args.scale == "paper":
     config.model = default.model_config("rir_paper", **ROWS[args.row])
@@ -74,10 +72,4 @@ def get_config(arg: str | None = None):
     config.dtype = "bfloat16"
     config.checkpoint_every_steps = 390  # about an epoch: a killed study loses little
   config.keep_checkpoints = 2
-  if args.smoke:
-    config = default.smoke(config)
-    if args.scale == "paper":  # 9.5M parameters: seconds per step on a CPU
-      config.batch_size, config.eval_batch_size = 16, 128
-      config.num_train_steps = config.eval_every_steps = 4
-      config.checkpoint_every_steps = 2
-  return config
+  return default.smoke(config) if args.smoke else config

@@ -48,7 +48,7 @@ commands:
                               with its tpu extra
   prepare DATASET [ARGS...]   python -m rir_jax.data.prepare DATASET into BUCKET/data
   train RUN CONFIG [ARGS...]  launch.py on every worker (--auto_distributed), in the
-                              background; CONFIG is configs/NAME.py[:VARIANT], ARGS are
+                              background; CONFIG is configs/NAME.py[:a=1,b], ARGS are
                               --config.key=value overrides; results in BUCKET/runs/RUN
   resume RUN CONFIG [ARGS...] after a preemption: delete, create, install, then train
                               with the same arguments (continues from the last checkpoint)
@@ -212,8 +212,8 @@ check_run_args() {
     usage_error "RUN '$1' must be letters, digits, '.', '_' or '-' (it names a folder)"
   local repo
   repo=$(cd "$(dirname "$0")/.." && pwd)
-  [[ "$2" =~ ^configs/[A-Za-z0-9_]+\.py(:[A-Za-z0-9_]+)?$ && -f "$repo/${2%%:*}" ]] ||
-    usage_error "CONFIG '$2' must be configs/NAME.py[:VARIANT], a file of this repository"
+  [[ "$2" =~ ^configs/[A-Za-z0-9_]+\.py(:[A-Za-z0-9_=,.]+)?$ && -f "$repo/${2%%:*}" ]] ||
+    usage_error "CONFIG '$2' must be configs/NAME.py[:a=1,b], a file of this repository"
 }
 
 # What every worker runs: launch.py, its output copied to the bucket every minute and at

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SMOKE = "--config=configs/cnn_mnist.py:smoke"
+SMOKE = "--config=configs/mnist.py:model=cnn,smoke"
 
 
 def _cases(tmp: pathlib.Path, shared_data: pathlib.Path) -> dict[str, tuple[list[str], str]]:
@@ -51,7 +51,7 @@ def _cases(tmp: pathlib.Path, shared_data: pathlib.Path) -> dict[str, tuple[list
       "momentum_above_one": ([SMOKE, work("n"), "--config.optimizer.momentum=1.5"], "momentum"),
       "missing_config_file": (["--config=configs/nope.py", work("o")], "nope.py"),
       "raising_config_file": ([f"--config={raising}", work("p")], "broken on purpose"),
-      "unknown_variant": (["--config=configs/cnn_mnist.py:huge", work("q")], "huge"),
+      "unknown_variant": (["--config=configs/mnist.py:model=cnn,huge", work("q")], "huge"),
       "missing_workdir_flag": ([SMOKE], "--workdir"),
       "positional_argument": ([SMOKE, work("r"), "extra"], "extra"),
       "missing_data_offline": ([SMOKE, work("s"), f"--config.data.manual_dir={tmp / 'none'}",
@@ -61,7 +61,7 @@ def _cases(tmp: pathlib.Path, shared_data: pathlib.Path) -> dict[str, tuple[list
       "workdir_is_a_file": ([SMOKE, f"--workdir={a_file}", mnist], "is a file"),
       "workdir_of_another_config": ([SMOKE, f"--workdir={other}", mnist], "another config"),
       "unwritable_workdir": ([SMOKE, "--workdir=/proc/rir_jax_run", mnist], "write"),
-      "bad_model_depth": (["--config=configs/resnet_mnist.py:smoke", work("u"),
+      "bad_model_depth": (["--config=configs/mnist.py:model=resnet,smoke", work("u"),
                            "--config.model.depth=21", mnist], "depth"),
       "unknown_conv_impl": ([SMOKE, work("w"), "--config.conv_impl=mkl"], "mkl"),
       "coordinator_port_busy": ([SMOKE, work("v"), f"--coordinator_address=127.0.0.1:{port}",

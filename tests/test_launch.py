@@ -28,7 +28,7 @@ def mnist_args(shared_data, prepared_data_dir):
 @pytest.mark.slow
 def test_cnn_mnist_smoke_writes_the_workdir_contract(mnist_args, tmp_path):
   workdir = tmp_path / "run"
-  result = launch("--config=configs/cnn_mnist.py:smoke", f"--workdir={workdir}", *mnist_args)
+  result = launch("--config=configs/mnist.py:model=cnn,smoke", f"--workdir={workdir}", *mnist_args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "final eval accuracy" in result.stdout
   config = json.loads((workdir / "config.json").read_text())
@@ -46,22 +46,24 @@ def test_cnn_mnist_smoke_writes_the_workdir_contract(mnist_args, tmp_path):
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert (workdir / "checkpoints" / "12").is_dir()
 
-  again = launch("--config=configs/cnn_mnist.py:smoke", f"--workdir={workdir}", *mnist_args)
+  again = launch("--config=configs/mnist.py:model=cnn,smoke", f"--workdir={workdir}", *mnist_args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "resuming at step 12" in again.stderr
   assert metrics.read_metrics(workdir / "metrics.jsonl")[-1]["step"] == 12
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["rir_mnist", "resnet_mnist"])
-def test_mnist_smoke_configs_run(name, mnist_args, tmp_path):
-  result = launch(f"--config=configs/{name}.py:smoke", f"--workdir={tmp_path}", *mnist_args)
+@pytest.mark.parametrize("model", ["rir", "resnet"])
+def test_mnist_smoke_configs_run(model, mnist_args, tmp_path):
+  result = launch(f"--config=configs/mnist.py:model={model},smoke", f"--workdir={tmp_path}",
+                  *mnist_args)
   assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["rir_cifar", "resnet_cifar", "cnn_cifar"])
+@pytest.mark.parametrize("name", ["rir_cifar.py:smoke", "cifar.py:model=resnet,smoke",
+                                  "cifar.py:model=cnn,smoke"])
 def test_cifar_smoke_configs_run(name, tmp_path):
-  result = launch(f"--config=configs/{name}.py:smoke", f"--workdir={tmp_path}", "--jax_cache_dir=")
+  result = launch(f"--config=configs/{name}", f"--workdir={tmp_path}", "--jax_cache_dir=")
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads((tmp_path / "config.json").read_text())["data"]["name"] == "synthetic"

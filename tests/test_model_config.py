@@ -13,6 +13,7 @@ from rir_jax import loop, models, workdir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if not p.name.startswith("_"))
+CONFIGS += ["mnist:model=cnn", "mnist:model=resnet", "cifar:model=cnn"]  # the other models
 
 
 def _parse(config_name: str, *overrides: str):
@@ -44,24 +45,24 @@ def test_model_flags_reach_the_model():
                   "--config.model.shortcut=zero_pad")
   model = loop.make_model(config, num_classes=10)
   assert (model.single_conv, model.shortcut) == (True, "zero_pad")
-  config = _parse("cnn_mnist", "--config.model.widths=(4, 8)")
+  config = _parse("mnist:model=cnn", "--config.model.widths=(4, 8)")
   assert tuple(loop.make_model(config, num_classes=10).widths) == (4, 8)
-  config = _parse("resnet_mnist", "--config.model.shortcut=projection")
+  config = _parse("mnist:model=resnet", "--config.model.shortcut=projection")
   assert loop.make_model(config, num_classes=10).shortcut == "projection"
 
 
 def test_another_models_name_keeps_working_without_its_keys():
   """The CNN config's own keys at their defaults do not stop --config.model.name=resnet."""
-  config = _parse("cnn_mnist", "--config.model.name=resnet")
+  config = _parse("mnist:model=cnn", "--config.model.name=resnet")
   assert isinstance(loop.make_model(config, num_classes=10), models.ResNet)
-  config = _parse("cnn_mnist", "--config.model.name=resnet", "--config.model.widths=(4, 8)")
+  config = _parse("mnist:model=cnn", "--config.model.name=resnet", "--config.model.widths=(4, 8)")
   with pytest.raises(TypeError, match="widths"):
     loop.make_model(config, num_classes=10)
 
 
 def test_a_key_of_another_model_is_one_line_exit_2(tmp_path):
   result = subprocess.run(
-      [sys.executable, "launch.py", "--config=configs/cnn_mnist.py:smoke",
+      [sys.executable, "launch.py", "--config=configs/mnist.py:model=cnn,smoke",
        f"--workdir={tmp_path / 'w'}", "--config.model.single_conv=True",
        "--config.model.convs_per_stage=2"],
       cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -72,7 +73,7 @@ def test_a_key_of_another_model_is_one_line_exit_2(tmp_path):
 
 def test_workdir_from_before_resumes_unless_a_model_key_changed(tmp_path):
   """config.json written when configs held only the keys they changed."""
-  config = _parse("cnn_mnist:smoke")
+  config = _parse("mnist:model=cnn,smoke")
   saved = workdir.config_json(config)
   saved["model"] = {"name": "cnn"}
   for key in ("validation_examples", "validation_seed"):
@@ -81,11 +82,11 @@ def test_workdir_from_before_resumes_unless_a_model_key_changed(tmp_path):
     del saved[key]
   (tmp_path / "config.json").write_text(json.dumps(saved))
   workdir.check(tmp_path, config)  # the same run: resumes
-  changed = _parse("cnn_mnist:smoke", "--config.model.convs_per_stage=2")
+  changed = _parse("mnist:model=cnn,smoke", "--config.model.convs_per_stage=2")
   with pytest.raises(workdir.WorkdirError, match="convs_per_stage"):
     workdir.check(tmp_path, changed)
   # A config file that names only some of its model's keys resumes its own workdir too.
-  partial = _parse("cnn_mnist:smoke")
+  partial = _parse("mnist:model=cnn,smoke")
   partial.unlock()
   partial.model = ml_collections.ConfigDict({"name": "cnn", "convs_per_stage": 6})
   (tmp_path / "config.json").write_text(json.dumps(workdir.config_json(config)))

@@ -155,8 +155,8 @@ def test_commands_of_each_step(tmp_path, fake_gcloud):
           "--data_dir gs://my-bucket/exp/data") in prepare[6]
 
   # After a preemption: a new slice, installed again, then the very same train command.
-  (train,) = run("train", "rir1", "configs/rir_cifar.py:smoke", "--config.seed=3")
-  resume = run("resume", "rir1", "configs/rir_cifar.py:smoke", "--config.seed=3")
+  (train,) = run("train", "rir1", "configs/cifar.py:model=rir,smoke", "--config.seed=3")
+  resume = run("resume", "rir1", "configs/cifar.py:model=rir,smoke", "--config.seed=3")
   assert [c[3] for c in resume] == ["delete", "create", "scp", "ssh", "ssh"]
   assert resume[-1] == train
   for remote in (ssh[6], prepare[6], train[6]):  # what the workers' shells will run

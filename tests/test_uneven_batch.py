@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import default, resnet_cifar, rir_cifar
+from configs import cifar, default, rir_cifar
 from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
                             result_lines, write_tiny_config)
 from rir_jax import config_check, loop, parallel, train
@@ -214,7 +214,7 @@ def test_padding_leaves_each_example_s_augmentation_as_it_was(partitionable):
 @pytest.mark.parametrize("devices, processes", [(8, 1), (16, 2), (16, 4), (32, 4)])
 def test_the_paper_recipe_validates_on_any_device_count(devices, processes):
   for config in (rir_cifar.get_config(), rir_cifar.get_config("smoke"),
-                 resnet_cifar.get_config()):
+                 cifar.get_config("model=resnet")):
     config_check.validate(config, device_count=devices, process_count=processes)
 
 

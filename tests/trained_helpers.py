@@ -14,7 +14,7 @@ from rir_jax import metrics
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 MNIST_TINY = [
-    "--config=configs/cnn_mnist.py:smoke", "--config.num_train_steps=60",
+    "--config=configs/mnist.py:model=cnn,smoke", "--config.num_train_steps=60",
     "--config.model.widths=(8, 16)", "--config.model.convs_per_stage=1",
     "--config.eval_every_steps=20", "--config.checkpoint_every_steps=20",
     "--config.data.validation_examples=1000",
