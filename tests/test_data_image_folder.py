@@ -1,6 +1,5 @@
 """image_folder on tiny trees written here, and cifar10_jpeg on the real JPEG CIFAR-10 tarball."""
 import tarfile
-import time
 
 import numpy as np
 from PIL import Image
@@ -90,10 +89,8 @@ def test_image_folder_without_a_tree_says_what_was_expected(tmp_path):
 
 
 def test_cifar10_jpeg_from_the_real_tarball(tmp_path, shared_data):
-  start = time.perf_counter()
   prepared = loader.prepare('cifar10_jpeg', data_dir=tmp_path,
                             manual_dir=shared_data / 'cifar10_jpeg')
-  seconds = time.perf_counter() - start
   assert prepared.num_examples == {'train': 50_000, 'test': 10_000}
   dataset = data.load_dataset('cifar10_jpeg', data_dir=tmp_path, download=False)
   assert dataset.train_images.shape == (50_000, 32, 32, 3)
@@ -103,7 +100,6 @@ def test_cifar10_jpeg_from_the_real_tarball(tmp_path, shared_data):
   np.testing.assert_allclose(dataset.mean, [0.4914, 0.4822, 0.4465], atol=2e-3)
   assert (dataset.num_classes, dataset.augmentation) == (10, 'crop_flip')
   assert dataset.description == 'CIFAR-10 (JPEG q75)'
-  assert seconds < 60, f'preparing cifar10_jpeg took {seconds:.0f} s'
 
 
 def test_cifar10_jpeg_refuses_other_classes(tmp_path):
