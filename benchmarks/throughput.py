@@ -1,9 +1,9 @@
 """Training-step throughput of rir-jax against a PyTorch replica of the same model.
 
-  python benchmarks/throughput.py                       # resnet,rir; float32; batch 128;
+  python -m benchmarks.throughput                       # resnet,rir; float32; batch 128;
                                                         # XLA and oneDNN convolutions
-  python benchmarks/throughput.py --dtype=float32,bfloat16 --out=/tmp/cpu.jsonl
-  python benchmarks/throughput.py --models=resnet,rir,rir_paper --batch=128,500 \
+  python -m benchmarks.throughput --dtype=float32,bfloat16 --out=/tmp/cpu.jsonl
+  python -m benchmarks.throughput --models=resnet,rir,rir_paper --batch=128,500 \
       --dtype=float32,bfloat16 --no_torch               # a GPU or TPU, JAX only
 
 The JAX side is the project's own step (rir_jax.loop.Trainer); the PyTorch side
@@ -29,16 +29,13 @@ import sys
 import time
 from typing import Callable
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+import jax
+import jax.numpy as jnp
+import ml_collections
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-
-from configs import default  # noqa: E402
-from rir_jax import data, feeding, host_memory, loop, ops, parallel, train  # noqa: E402
-from rir_jax.models import count_params  # noqa: E402
+from configs import default
+from rir_jax import data, feeding, host_memory, loop, ops, parallel, train
+from rir_jax.models import count_params
 
 try:
   import torch

@@ -1,6 +1,6 @@
 """benchmarks/throughput.py's JSON lines -> the Markdown table in the README.
 
-  python benchmarks/throughput_table.py benchmarks/results/throughput_cpu.jsonl
+  python -m benchmarks.throughput_table benchmarks/results/throughput_cpu.jsonl
 """
 from __future__ import annotations
 
