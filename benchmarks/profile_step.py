@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         with jax.profiler.TraceAnnotation(STEP_MARK):
           bench.step()
     events, steps = runtime_events(trace_dir)
-  targets = custom_call_targets(bench.trainer.compiled_step.as_text())
+  targets = custom_call_targets(bench.compiled_step.as_text())
   rows, summary = summarize(events, targets, steps)
   for row in rows:
     print(json.dumps(row))
