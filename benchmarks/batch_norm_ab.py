@@ -1,7 +1,7 @@
 """The models' batch norm (rir_jax.models.batch_norm) against flax's, in one process.
 
-  python benchmarks/batch_norm_ab.py                        # resnet,rir; f32,bf16; oneDNN
-  python benchmarks/batch_norm_ab.py --models=resnet --dtype=bfloat16 --conv_impl=xla
+  python -m benchmarks.batch_norm_ab                        # resnet,rir; f32,bf16; oneDNN
+  python -m benchmarks.batch_norm_ab --models=resnet --dtype=bfloat16 --conv_impl=xla
 
 Builds each model's training step twice, the second time with every batch norm
 replaced by `flax.linen.BatchNorm` followed by `nn.relu` (BatchNorm below, the
@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import sys
 from unittest import mock
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+import flax.linen as nn
+import jax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-
-from benchmarks import throughput  # noqa: E402
-from rir_jax import data, host_memory, ops  # noqa: E402
-from rir_jax.models import layers  # noqa: E402
-from rir_jax.ops import batch_norm_kernels  # noqa: E402
+from benchmarks import throughput
+from rir_jax import data, host_memory, ops
+from rir_jax.models import layers
+from rir_jax.ops import batch_norm_kernels
 
 
 class BatchNorm(nn.BatchNorm):

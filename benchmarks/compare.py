@@ -1,8 +1,8 @@
 """CNN vs ResNet vs RiR: accuracy over seeds and training speed, through launch.py's code path.
 
-  python benchmarks/compare.py --dataset=mnist --manual_dir=../shared/data/mnist \
+  python -m benchmarks.compare --dataset=mnist --manual_dir=../shared/data/mnist \
       --models=cnn,resnet,rir --seeds=3 --epochs=5 --out=benchmarks/results/mnist
-  python benchmarks/compare.py --smoke --manual_dir=../shared/data/mnist --out=/tmp/b
+  python -m benchmarks.compare --smoke --manual_dir=../shared/data/mnist --out=/tmp/b
 
 Writes OUT/results.json, OUT/results.md, OUT/curves.png, OUT/throughput.png, and one
 workdir per (model, seed) under OUT/runs/ (re-running reuses finished runs).
@@ -19,19 +19,16 @@ import statistics
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
 
-import flax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-
-from benchmarks import report  # noqa: E402
-from configs import cifar, mnist  # noqa: E402
-from rir_jax import config_check, data, host_memory, loop, metrics, ops  # noqa: E402
-from rir_jax import workdir as workdir_lib  # noqa: E402
-from rir_jax.models import count_params  # noqa: E402
+from benchmarks import report
+from configs import cifar, mnist
+from rir_jax import config_check, data, host_memory, loop, metrics, ops
+from rir_jax import workdir as workdir_lib
+from rir_jax.models import count_params
 
 MNIST_LIKE = ("mnist", "fashion_mnist")
 
@@ -182,7 +179,7 @@ def main(argv=None) -> int:
       runs.append(run_one(config, dataset, args.out / "runs" / name / f"seed{seed}"))
     models.append(summarize(name, model_facts(base_config(spec, args), dataset), runs))
   results = {
-      "command": " ".join(["python", "benchmarks/compare.py", *(argv or sys.argv[1:])]),
+      "command": " ".join(["python", "-m", "benchmarks.compare", *(argv or sys.argv[1:])]),
       "dataset": args.dataset, "train_examples": len(dataset.train_labels),
       "test_examples": len(dataset.test_labels), "seeds": args.seeds,
       "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),

@@ -1,6 +1,6 @@
 """ResNet-20's convolutions one at a time: XLA's CPU kernels against oneDNN's.
 
-  python benchmarks/conv_ops.py [--batch=128] [--reps=25] [--dtype=float32,bfloat16]
+  python -m benchmarks.conv_ops [--batch=128] [--reps=25] [--dtype=float32,bfloat16]
 
 For every 3x3 convolution shape of ResNet-20 on CIFAR (NHWC, padding 1), times the
 forward pass, the input gradient and the weight gradient, each a jit-compiled
@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import statistics
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import jax
+from jax import lax
 
-import jax  # noqa: E402
-from jax import lax  # noqa: E402
-
-from rir_jax import ops  # noqa: E402
-from rir_jax.ops import onednn  # noqa: E402
+from rir_jax import ops
+from rir_jax.ops import onednn
 
 # (height = width, input channels, output channels, stride) of ResNet-20's 3x3 convs.
 SHAPES = ((32, 16, 16, 1), (16, 32, 32, 1), (8, 64, 64, 1), (32, 16, 32, 2), (16, 32, 64, 2))

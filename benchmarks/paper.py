@@ -1,10 +1,10 @@
 """The paper's table: CNN, ResNet, ResNet Init and RiR (configs/paper.py), over seeds, with
 the significance of every difference.
 
-  python benchmarks/paper.py --dataset=cifar10 --scale=paper --seeds=3 --out=runs/paper_c10
-  python benchmarks/paper.py --dataset=cifar10_jpeg --scale=cpu --seeds=3 \
+  python -m benchmarks.paper --dataset=cifar10 --scale=paper --seeds=3 --out=runs/paper_c10
+  python -m benchmarks.paper --dataset=cifar10_jpeg --scale=cpu --seeds=3 \
       --manual_dir=../shared/data/cifar10_jpeg --out=benchmarks/results/paper_cpu
-  python benchmarks/paper.py --smoke --out=/tmp/paper      # every row, seconds each
+  python -m benchmarks.paper --smoke --out=/tmp/paper      # every row, seconds each
 
 Trains through launch.py's loop, one workdir per (row, seed) under OUT/runs/, seeds in
 the outer loop (an interrupted study has whole seeds of every row); re-running resumes
@@ -21,16 +21,13 @@ import platform
 import statistics
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+import flax
+import jax
 
-import flax  # noqa: E402
-import jax  # noqa: E402
-
-from benchmarks import compare, report, significance  # noqa: E402
-from configs import paper  # noqa: E402
-from rir_jax import ops  # noqa: E402
-from rir_jax import workdir as workdir_lib  # noqa: E402
+from benchmarks import compare, report, significance
+from configs import paper
+from rir_jax import ops
+from rir_jax import workdir as workdir_lib
 
 # The paper's published test accuracy, where one is recorded (scale=paper only).
 PUBLISHED = {("cifar10", "rir"): 0.9499, ("cifar100", "rir"): 0.7710}
@@ -149,7 +146,7 @@ def main(argv=None) -> int:
   accuracies = {m["model"]: [r["eval/accuracy"] for r in m["runs"]] for m in rows}
   training_argv = [a for a in (argv or sys.argv[1:]) if a != "--report_only"]
   results = {
-      "command": " ".join(["python", "benchmarks/paper.py", *training_argv]),
+      "command": " ".join(["python", "-m", "benchmarks.paper", *training_argv]),
       "runs_finished": sum(len(r) for r in runs.values()),
       "runs_planned": args.seeds * len(args.rows),
       "dataset": args.dataset, "scale": args.scale,

@@ -1,7 +1,7 @@
 """Where a CPU training step spends its time: a jax.profiler trace, summed by operation.
 
-  python benchmarks/profile_step.py                     # resnet, float32, batch 128, oneDNN
-  python benchmarks/profile_step.py --model=rir --dtype=bfloat16 --conv_impl=xla
+  python -m benchmarks.profile_step                     # resnet, float32, batch 128, oneDNN
+  python -m benchmarks.profile_step --model=rir --dtype=bfloat16 --conv_impl=xla
 
 After warm-up, traces `--steps` steps of the step that benchmarks/throughput.py times,
 then sums the time XLA's CPU runtime spent in each operation of the step: the convolutions
@@ -28,13 +28,10 @@ import sys
 import tempfile
 import time
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+import jax
 
-import jax  # noqa: E402
-
-from benchmarks import throughput  # noqa: E402
-from rir_jax import data, host_memory, ops  # noqa: E402
+from benchmarks import throughput
+from rir_jax import data, host_memory, ops
 
 # XLA's CPU runtime runs a step's operations on its intra-op pool, and the first of
 # them on the client thread that starts the execution: threads so named.
@@ -154,7 +151,7 @@ def main(argv=None) -> int:
         with jax.profiler.TraceAnnotation(STEP_MARK):
           bench.step()
     events, steps = runtime_events(trace_dir)
-  targets = custom_call_targets(bench.trainer.compiled_step.as_text())
+  targets = custom_call_targets(bench.compiled_step.as_text())
   rows, summary = summarize(events, targets, steps)
   for row in rows:
     print(json.dumps(row))

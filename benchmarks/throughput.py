@@ -1,19 +1,23 @@
 """Training-step throughput of rir-jax against a PyTorch replica of the same model.
 
-  python benchmarks/throughput.py                       # resnet,rir; float32; batch 128;
-                                                        # XLA and oneDNN convolutions
-  python benchmarks/throughput.py --dtype=float32,bfloat16 --out=/tmp/cpu.jsonl
-  python benchmarks/throughput.py --models=resnet,rir,rir_paper --batch=128,500 \
+  python -m benchmarks.throughput                       # resnet,rir; float32; batch 128;
+                                                        # XLA and oneDNN convolutions;
+                                                        # PyTorch eager and compiled
+  python -m benchmarks.throughput --dtype=float32,bfloat16 --out=/tmp/cpu.jsonl
+  python -m benchmarks.throughput --torch_modes=eager   # no torch.compile
+  python -m benchmarks.throughput --models=resnet,rir,rir_paper --batch=128,500 \
       --dtype=float32,bfloat16 --no_torch               # a GPU or TPU, JAX only
 
 The JAX side is the project's own step (rir_jax.loop.Trainer); the PyTorch side
-(benchmarks/torch_models.py, eager, channels_last) does the same work: crop+flip
+(benchmarks/torch_models.py, channels_last) does the same work: crop+flip
 augmentation and normalization of a uint8 batch, forward, cross-entropy, backward,
 SGD with momentum 0.9 and L2 weight decay on kernels, at the same batch and dtype
-(bfloat16: torch.autocast), on one device. Both train on one synthetic CIFAR-shaped
-batch kept on the device, in alternating blocks of steps, so that a noisy machine
-slows both alike. Prints one JSON object per (model, dtype, batch) line; --out
-writes the same lines to a file.
+(bfloat16: torch.autocast), on one device, once per --torch_modes: eager, and
+through torch.compile (its compile time reported apart, as JAX's is, from scratch:
+no cache of earlier compiles). All train on one synthetic CIFAR-shaped batch kept on
+the device, in alternating blocks of steps, so that a noisy machine slows all alike.
+Prints one JSON object per (model, dtype, batch) line; --out writes the same lines to
+a file, and benchmarks/throughput_table.py makes a Markdown table of them.
 """
 from __future__ import annotations
 
@@ -26,20 +30,21 @@ import os
 import pathlib
 import statistics
 import sys
+import tempfile
 import time
-from typing import Callable
+import warnings
+from typing import Callable, Sequence
+from unittest import mock
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
+import jax
+import jax.numpy as jnp
+import ml_collections
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-
-from configs import default  # noqa: E402
-from rir_jax import data, host_memory, loop, ops, parallel, train  # noqa: E402
-from rir_jax.data import feeding  # noqa: E402
-from rir_jax.models import count_params  # noqa: E402
+from benchmarks.throughput_table import TORCH_MODES
+from configs import default
+from rir_jax import data, host_memory, loop, ops, parallel, train
+from rir_jax.data import feeding
+from rir_jax.models import count_params
 
 try:
   import torch
@@ -64,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
   p.add_argument("--eval_batch", type=int, default=1000, help="forward-only batch size")
   p.add_argument("--out", type=pathlib.Path, default=None, help="also write the lines here")
+  p.add_argument("--torch_modes", default=None,
+                 help="comma list: eager, compile (default: both, where torch is installed)")
   p.add_argument("--no_torch", action="store_true", help="JAX only, even if torch is there")
   p.add_argument("--system_malloc", action="store_true",
                  help="leave malloc as it is (launch.py's --noreuse_host_memory)")
@@ -74,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   for impl in args.conv_impl.split(","):
     if impl not in ("xla", "onednn"):
       p.error(f"unknown conv_impl {impl!r}; choose from xla, onednn")
+  for mode in (args.torch_modes or "eager").split(","):
+    if mode not in TORCH_MODES:
+      p.error(f"unknown torch mode {mode!r}; choose from {', '.join(TORCH_MODES)}")
   return args
 
 
@@ -150,14 +160,16 @@ class JaxBench:
     self.eval_batches = feeding.eval_batches(
         dataset.train_images[:self.eval_batch], dataset.train_labels[:self.eval_batch],
         global_batch=self.eval_batch, mesh=mesh)
-    self.compile_seconds = self.trainer.compile(self.batch)
+    self.compiled_step = self.trainer.compile(self.batch)
+    self.compile_seconds = self.trainer.compile_seconds
     # XLA's cost analysis sees nothing inside oneDNN's convolutions: the same step on
     # XLA's convolutions, lowered, counts them.
     on_xla = config.copy_and_resolve_references()
     on_xla.conv_impl = "xla"
-    xla_step = train.bind(train.train_step, loop.make_step_config(on_xla, dataset, plan))
+    xla_step = functools.partial(train.train_step,
+                                 cfg=loop.make_step_config(on_xla, dataset, plan))
     self.flops, self.flops_source = step_flops(
-        self.trainer.compiled_step, xla_step, self.trainer.state, self.batch)
+        self.compiled_step, xla_step, self.trainer.state, self.batch)
     self.params = count_params(self.trainer.state.params)
 
   def step(self) -> dict:
@@ -190,6 +202,34 @@ def torch_device() -> str | None:
   if jax.default_backend() == "cpu":
     return "cpu"
   return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else None
+
+
+def torch_modes(args: argparse.Namespace) -> list[str]:
+  """The PyTorch modes to time: --torch_modes, by default all where PyTorch can run.
+
+  Raises ValueError where modes were asked for that cannot run here.
+  """
+  if args.no_torch:
+    return []
+  if torch_device() is not None:
+    return (args.torch_modes or ",".join(TORCH_MODES)).split(",")
+  missing = ("PyTorch is not installed (pip install torch==2.13.0)" if torch is None
+             else f"no PyTorch device for JAX's {jax.default_backend()}")
+  if args.torch_modes:
+    raise ValueError(f"--torch_modes={args.torch_modes}: {missing}")
+  print(f"{missing}: measuring JAX only", file=sys.stderr)
+  return []
+
+
+@contextlib.contextmanager
+def compiling_from_scratch():
+  """torch.compile without its caches, so that each compile time is a first compile's,
+  as JAX's is here; what it writes goes to a folder removed afterwards."""
+  with tempfile.TemporaryDirectory() as scratch, \
+       mock.patch.dict(os.environ, {"TORCHINDUCTOR_CACHE_DIR": scratch}), \
+       torch.compiler.config.patch(force_disable_caches=True), warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "dynamo_pgo force disabled")  # it repeats what this asks
+    yield
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -233,29 +273,52 @@ def time_interleaved(steps: dict[str, Callable[[], object]], count: int,
   return {name: statistics.median(s) for name, s in seconds.items()}
 
 
+def torch_steps(config: ml_collections.ConfigDict, dataset: data.Dataset, modes: list[str],
+                params: int) -> tuple[dict[str, Callable[[], object]], float | None]:
+  """({mode: a step of the PyTorch replica in that mode}, torch.compile's seconds or None)."""
+  steps, compile_seconds = {}, None
+  for mode in modes:
+    replica = torch_models.TrainStep(config, dataset, torch_device(),
+                                     compiled=mode == "compile")
+    if replica.params != params:
+      raise AssertionError(f"{config.model.name}: PyTorch replica has {replica.params} "
+                           f"parameters, the flax model {params}")
+    if mode == "compile":
+      compile_seconds = replica.compile()
+    steps[mode] = replica.step
+  return steps, compile_seconds
+
+
+def torch_columns(modes: list[str], seconds: dict[str, float], batch: int,
+                  compile_seconds: float | None) -> dict:
+  """The result line's PyTorch fields: per mode, its img/s and JAX's over it."""
+  columns = {"torch_modes": modes, "torch_compile_seconds": compile_seconds,
+             "torch_version": torch.__version__ if modes else None}
+  for mode in TORCH_MODES:
+    speed = batch / seconds[f"torch_{mode}"] if mode in modes else None
+    columns[f"torch_{mode}_images_per_sec"] = speed
+    columns[f"jax_over_torch_{mode}"] = batch / seconds["jax"] / speed if speed else None
+  return columns
+
+
 def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps: int,
-            warmup: int, use_torch: bool, peak_gflops: float, peak_dtype: str,
+            warmup: int, peak_gflops: float, peak_dtype: str, torch_modes: Sequence[str] = (),
             eval_batch: int = 1000, model_kwargs: dict | None = None,
             conv_impl: str = "xla") -> dict:
-  """One result line: JAX (and PyTorch) training throughput of `model`, and more."""
+  """One result line: JAX (and PyTorch's) training throughput of `model`, and more."""
   config = bench_config(model, batch, dtype, model_kwargs or {}, conv_impl)
   jax_bench = JaxBench(config, dataset, eval_batch)
   benches = {"jax": jax_bench.step, "jax_fed": jax_bench.fed_step}
-  if use_torch:
-    torch_bench = torch_models.TrainStep(config, dataset, torch_device())
-    if torch_bench.params != jax_bench.params:
-      raise AssertionError(f"{model}: PyTorch replica has {torch_bench.params} parameters, "
-                           f"the flax model {jax_bench.params}")
-    benches["torch"] = torch_bench.step
+  torch_modes = list(torch_modes)
+  replicas, torch_compile_seconds = torch_steps(config, dataset, torch_modes, jax_bench.params)
+  benches.update({f"torch_{mode}": step for mode, step in replicas.items()})
   seconds, others = watching_host(lambda: time_interleaved(benches, steps, warmup))
   jax_speed = batch / seconds["jax"]
-  torch_speed = batch / seconds["torch"] if use_torch else None
   gflops = jax_bench.flops / seconds["jax"] / 1e9
   return {
       "model": model, "batch": batch, "dtype": dtype, "conv_impl": conv_impl,
-      "params": jax_bench.params,
-      "jax_images_per_sec": jax_speed, "torch_images_per_sec": torch_speed,
-      "ratio": jax_speed / torch_speed if use_torch else None,
+      "params": jax_bench.params, "jax_images_per_sec": jax_speed,
+      **torch_columns(torch_modes, seconds, batch, torch_compile_seconds),
       "train_flops_per_step": jax_bench.flops, "flops_source": jax_bench.flops_source,
       "jax_gflops_per_sec": gflops, "peak_gflops_per_sec": peak_gflops,
       "peak_dtype": peak_dtype, "fraction_of_peak": gflops / peak_gflops,
@@ -265,7 +328,6 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
       "steps": steps, "device_kind": jax.devices()[0].device_kind,
       "host_cpus": os.cpu_count(), "host_cpu_used_by_others": others,
       "backend": jax.default_backend(), "jax_version": jax.__version__,
-      "torch_version": torch.__version__ if use_torch else None,
   }
 
 
@@ -273,9 +335,11 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   if not args.system_malloc:
     host_memory.reuse_freed_memory()  # as launch.py does; the PyTorch side shares it
-  use_torch = not args.no_torch and torch_device() is not None
-  if not args.no_torch and not use_torch:
-    print(f"no PyTorch for JAX's {jax.default_backend()}: measuring JAX only", file=sys.stderr)
+  try:
+    modes = torch_modes(args)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   dataset = data.load_dataset("synthetic")
   peaks = {}
   impls = args.conv_impl.split(",")
@@ -284,7 +348,8 @@ def main(argv=None) -> int:
     impls.remove("onednn")
   rows = itertools.product(args.models.split(","), args.dtype.split(","),
                            map(int, args.batch.split(",")), impls)
-  with args.out.open("w") if args.out else contextlib.nullcontext() as out:
+  scratch = compiling_from_scratch() if "compile" in modes else contextlib.nullcontext()
+  with scratch, args.out.open("w") if args.out else contextlib.nullcontext() as out:
     for model, dtype, batch, conv_impl in rows:
       # On a CPU each dtype has its own peak; accelerators are judged by bf16 (MFU).
       # Measured before every row, the best so far: a busy moment of a shared
@@ -292,7 +357,7 @@ def main(argv=None) -> int:
       peak_dtype = dtype if jax.default_backend() == "cpu" else "bfloat16"
       peaks[peak_dtype] = max(peaks.get(peak_dtype, 0.0), matmul_peak_gflops(peak_dtype))
       line = json.dumps(measure(model, batch, dtype, dataset=dataset, steps=args.steps,
-                                warmup=args.warmup, use_torch=use_torch,
+                                warmup=args.warmup, torch_modes=modes,
                                 eval_batch=args.eval_batch, peak_gflops=peaks[peak_dtype],
                                 peak_dtype=peak_dtype, conv_impl=conv_impl))
       print(line, flush=True)

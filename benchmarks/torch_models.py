@@ -13,6 +13,7 @@ unbiased batch variance, flax with the biased one.
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import torch
@@ -23,6 +24,9 @@ from rir_jax.data import augment
 
 BN_MOMENTUM = 0.1  # torch's momentum weighs the new batch: 1 - flax's 0.9
 BN_EPSILON = 1e-5
+# torch.compile compiles on the first call, and the optimizer's step again on the
+# second, once its momentum buffers exist.
+COMPILE_STEPS = 2
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3,
@@ -197,9 +201,13 @@ class TrainStep:
   Same work per call: crop+flip augmentation and normalisation of the uint8 batch,
   forward (bfloat16: torch.autocast), cross-entropy, backward, SGD with momentum and
   L2 weight decay on kernels, at the config's batch size, learning rate and seed.
+  `compiled` runs all but the augmentation through torch.compile: the
+  normalisation, forward and loss (their backward compiled with them), and the
+  optimizer's update. The augmentation stays eager: it draws from a torch.Generator,
+  which torch.compile cannot trace.
   """
 
-  def __init__(self, config, dataset, device: str):
+  def __init__(self, config, dataset, device: str, compiled: bool = False):
     if dataset.augmentation != 'crop_flip':
       raise ValueError(f'the PyTorch step only replicates crop_flip, not {dataset.augmentation}')
     self.device = torch.device(device)
@@ -223,6 +231,13 @@ class TrainStep:
     self.std = torch.tensor(dataset.std, device=self.device)
     self.bfloat16 = config.dtype == 'bfloat16'
     self.generator = torch.Generator(self.device).manual_seed(config.seed)
+    self._forward, self._update = self._forward_loss, self.optimizer.step
+    if compiled:
+      # A fresh start: compiled code of earlier replicas would count against
+      # torch.compile's limit of recompiles for one function.
+      torch._dynamo.reset()
+      self._forward = torch.compile(self._forward_loss)
+      self._update = torch.compile(lambda: self.optimizer.step())
 
   def _augment(self) -> torch.Tensor:
     """augment.augment(..., 'crop_flip') on the NHWC uint8 batch, vectorised."""
@@ -238,15 +253,26 @@ class TrainStep:
     index = torch.arange(n, device=self.device)[:, None, None]
     return padded[index, rows[:, :, None], cols[:, None, :]]
 
-  def step(self) -> dict:
-    images = (self._augment().float() / 255.0 - self.mean) / self.std
-    self.optimizer.zero_grad(set_to_none=True)
+  def _forward_loss(self, images: torch.Tensor) -> dict:
+    images = (images.float() / 255.0 - self.mean) / self.std
     with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bfloat16):
       logits = self.model(images.permute(0, 3, 1, 2))  # NHWC memory: channels_last
-    loss = F.cross_entropy(logits.float(), self.labels)
-    loss.backward()
-    self.optimizer.step()
-    step_metrics = {'loss': loss, 'accuracy': (logits.argmax(-1) == self.labels).float().mean()}
+    return {'loss': F.cross_entropy(logits.float(), self.labels),
+            'accuracy': (logits.argmax(-1) == self.labels).float().mean()}
+
+  def step(self) -> dict:
+    self.optimizer.zero_grad(set_to_none=True)
+    step_metrics = self._forward(self._augment())
+    step_metrics['loss'].backward()
+    self._update()
     if self.device.type == 'cuda':
       torch.cuda.synchronize()
     return step_metrics
+
+  def compile(self) -> float:
+    """Runs the steps in which torch.compile compiles; their seconds, so that timed
+    steps exclude them as they exclude JAX's compile."""
+    start = time.perf_counter()
+    for _ in range(COMPILE_STEPS):
+      self.step()
+    return time.perf_counter() - start

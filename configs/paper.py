@@ -3,7 +3,7 @@
   python launch.py --config=configs/paper.py:row=rir --workdir=runs/paper_rir
   python launch.py --config=configs/paper.py:row=cnn,scale=cpu --workdir=runs/cpu_cnn \
       --config.data.manual_dir=../shared/data/cifar10_jpeg
-  python benchmarks/paper.py --dataset=cifar10 --scale=paper --seeds=3 --out=runs/paper
+  python -m benchmarks.paper --dataset=cifar10 --scale=paper --seeds=3 --out=runs/paper
 
 Every row is the RiR layout of Targ, Almeida and Lyman (2016), "18-layer + wide": a stem,
 8 RiRBlocks of two layers each (2 at the first width, 3 at twice it with stride 2 first,

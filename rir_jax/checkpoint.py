@@ -137,9 +137,6 @@ class Checkpoints:
     finally:
       self._in_flight = None
 
-  def latest_step(self) -> int | None:
-    return self._manager.latest_step()
-
   def close(self) -> None:
     """Waits for the async save in flight, then releases the manager."""
     try:

@@ -1,11 +1,11 @@
 """Host memory that stays mapped: XLA's CPU runtime otherwise pays page faults every step.
 
-Each execution of a compiled CPU step allocates its scratch buffer (~290 MB for
-ResNet-20 at batch 128) with malloc and frees it at the end. glibc serves blocks over
-32 MB with a fresh mmap and unmaps them on free, so every step faults in and zeroes
-that memory page by page again: on a 2-core machine a quarter of the step's CPU time
-went to the kernel (benchmarks/PERFORMANCE.md). Told to keep freed memory, glibc
-hands the same pages back to the next step.
+Each execution of a compiled CPU step allocates its scratch buffer (all its intermediate
+buffers in one block) with malloc and frees it at the end. glibc serves blocks above its
+mmap threshold (at most 32 MB) with a fresh mmap and unmaps them on free, so every step
+faults in and zeroes that memory page by page again, in the kernel, on the step's time
+(`python -m benchmarks.profile_step --system_malloc` counts the faults). Told to keep
+freed memory, glibc hands the same pages back to the next step.
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ each example's logits for what a sum cannot say (top-5, confusion, predictions).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +37,7 @@ def split_totals(trained: Trained, images: np.ndarray, labels: np.ndarray, *,
   """{"loss_sum", "correct", "count"} over a split, exactly as the training evals sum them."""
   mesh = parallel.make_mesh()
   batches = feeding.eval_batches(images, labels, global_batch=batch_size, mesh=mesh)
-  program = jax.jit(train.bind(train.evaluate, _step_config(trained)),
+  program = jax.jit(functools.partial(train.evaluate, cfg=_step_config(trained)),
                     in_shardings=(parallel.replicated(mesh),
                                   parallel.stacked_batches_sharded(mesh)),
                     out_shardings=parallel.replicated(mesh))

@@ -6,7 +6,7 @@ data mesh and drives them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -168,10 +168,3 @@ def evaluate(state: TrainState, batches: dict[str, jax.Array], *,
   body = lambda totals, batch: (eval_step(state, batch, totals, cfg=cfg), None)
   return jax.lax.scan(body, zeros, batches)[0]
 
-
-def bind(step_fn: Callable, cfg: StepConfig) -> Callable:
-  """`step_fn` with its static configuration applied, ready for `jax.jit`."""
-  def bound(*args):
-    return step_fn(*args, cfg=cfg)
-  bound.__name__ = step_fn.__name__
-  return bound

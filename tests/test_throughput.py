@@ -1,6 +1,9 @@
 """benchmarks/throughput.py on a tiny setting, and its PyTorch replicas against flax."""
 import functools
 import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,15 +11,19 @@ import numpy as np
 import pytest
 
 from benchmarks import throughput, throughput_table
+from benchmarks.throughput_table import TORCH_MODES
 from rir_jax import ops
 from rir_jax.models import count_params, get_model
 
 POSITIVE = ("params", "jax_images_per_sec", "train_flops_per_step", "jax_gflops_per_sec",
             "peak_gflops_per_sec", "fraction_of_peak", "jax_compile_seconds",
             "eval_images_per_sec")
-KEYS = (*POSITIVE, "model", "batch", "dtype", "torch_images_per_sec", "ratio", "device_kind",
-        "peak_dtype", "flops_source", "host_cpu_used_by_others", "input_pipeline_share")
+KEYS = (*POSITIVE, "model", "batch", "dtype", "device_kind", "peak_dtype", "flops_source",
+        "host_cpu_used_by_others", "input_pipeline_share", "torch_modes", "torch_compile_seconds",
+        *(f"torch_{mode}_images_per_sec" for mode in TORCH_MODES),
+        *(f"jax_over_torch_{mode}" for mode in TORCH_MODES))
 TINY = dict(steps=2, warmup=1, eval_batch=32)
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def check_row(row: dict, model: str, batch: int) -> None:
@@ -42,26 +49,61 @@ def test_main_writes_one_json_line_without_torch(tmp_path):
                                                         rel=0.01)
   for row in rows:
     check_row(row, "resnet", 16)
-    assert row["torch_images_per_sec"] is None and row["ratio"] is None
+    assert row["torch_modes"] == [] and row["torch_compile_seconds"] is None
+    assert all(row[f"torch_{mode}_images_per_sec"] is None for mode in TORCH_MODES)
     assert row["peak_dtype"] == "float32"
   table = throughput_table.markdown(rows).splitlines()
   assert len(table) == 2 + len(rows)
   assert table[2].startswith("| ResNet-20 (`resnet`, ")  # the model named once, in full
   assert table[-1].startswith("| ResNet-20 | float32 | 16 | ")
-  assert all(line.count("|") == len(throughput_table.HEADER) + 1 for line in table)
-  assert "| n/a | n/a |" in table[2]  # no PyTorch: no speed, no ratio
+  assert all(line.count("|") == len(throughput_table.header([])) + 1 for line in table)
+  assert "PyTorch" not in table[0]  # no PyTorch: no columns of it
+
+
+def test_torch_modes_without_torch_is_a_one_line_error(monkeypatch, capsys):
+  monkeypatch.setattr(throughput, "torch", None)
+  assert throughput.main(["--torch_modes=compile", "--system_malloc"]) == 2
+  error = capsys.readouterr().err
+  assert error == ("error: --torch_modes=compile: PyTorch is not installed "
+                   "(pip install torch==2.13.0)\n")
+
+
+def test_runs_as_a_module_from_the_repository_root():
+  result = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert "--torch_modes" in result.stdout
 
 
 @pytest.mark.slow
-def test_measure_against_torch(synthetic):
+def test_measure_against_eager_and_compiled_torch(synthetic):
   pytest.importorskip("torch")
-  row = throughput.measure("resnet", 16, "float32", dataset=synthetic, use_torch=True,
-                           peak_gflops=1.0, peak_dtype="float32", model_kwargs={"depth": 8},
-                           **TINY)
+  with throughput.compiling_from_scratch():
+    row = throughput.measure("resnet", 16, "float32", dataset=synthetic, peak_gflops=1.0,
+                             peak_dtype="float32", torch_modes=["eager", "compile"],
+                             model_kwargs={"depth": 8}, **TINY)
   check_row(row, "resnet", 16)
   assert row["params"] == 75290  # depth 8 reached both frameworks
-  assert row["torch_images_per_sec"] > 0
-  assert row["ratio"] == pytest.approx(row["jax_images_per_sec"] / row["torch_images_per_sec"])
+  assert row["torch_modes"] == ["eager", "compile"] and row["torch_compile_seconds"] > 0
+  for mode in TORCH_MODES:
+    speed = row[f"torch_{mode}_images_per_sec"]
+    assert speed > 0
+    assert row[f"jax_over_torch_{mode}"] == pytest.approx(row["jax_images_per_sec"] / speed)
+  titles, _, cells = (line.strip("|").split(" | ")
+                      for line in throughput_table.markdown([row]).splitlines())
+  columns = dict(zip(map(str.strip, titles), map(str.strip, cells)))
+  for title in ("PyTorch eager img/s", "JAX / eager", "PyTorch compile img/s", "JAX / compile",
+                "torch.compile s"):
+    assert float(columns[title].replace(",", "")) > 0, title
+
+
+def test_table_reads_lines_from_before_torch_modes():
+  """The recorded runs named eager PyTorch's numbers torch_images_per_sec and ratio."""
+  path = REPO / "benchmarks" / "results" / "throughput_cpu.jsonl"
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  table = throughput_table.markdown(rows).splitlines()
+  assert "| PyTorch eager img/s | JAX / eager |" in table[0] and "compile img/s" not in table[0]
+  assert f"| {rows[0]['torch_images_per_sec']:,.0f} | {rows[0]['ratio']:.2f} |" in table[2]
 
 
 def test_step_flops_counts_for_the_cpu_when_the_compiled_count_misses_work():

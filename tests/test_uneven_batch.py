@@ -69,11 +69,10 @@ def _first_step(batch_size: int, conv_impl: str, devices: int) -> FirstStep:
   before = jax.device_get(trainer.state.params)
   batch = feeding.train_batch(dataset.train_images, dataset.train_labels,
                               global_batch=batch_size, seed=config.seed, mesh=mesh, step=0)
-  trainer.compile(batch)
+  program = trainer.compile(batch).as_text()
   metrics = jax.device_get(trainer.step(batch))
   state = jax.device_get(trainer.state)
-  return FirstStep(before, state.params, state.batch_stats, metrics,
-                   trainer.compiled_step.as_text())
+  return FirstStep(before, state.params, state.batch_stats, metrics, program)
 
 
 @functools.cache
