@@ -17,7 +17,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rir_jax import host_memory, library_noise, run, storage
+from rir_jax import errors, host_memory, library_noise, run, storage
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
@@ -52,7 +52,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                         "not an ml_collections.ConfigDict")
     return rest
   except Exception as error:  # noqa: BLE001 - a config file that raises lands here too
-    run.usage_error(_describe(error))
+    errors.fail(_describe(error))
 
 
 def _describe(error: BaseException) -> str:
@@ -61,10 +61,10 @@ def _describe(error: BaseException) -> str:
   if isinstance(root, KeyError):
     return (f"unknown config key {root.args[0]!r}; the keys are those of configs/default.py "
             "and of the config file")
-  top = run.one_line(error)
+  top = errors.one_line(error)
   if isinstance(error, flags.Error) and "Traceback" not in top:
     return top
-  return f"--config: {run.one_line(root)}"
+  return f"--config: {errors.one_line(root)}"
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -76,7 +76,7 @@ def _root_cause(error: BaseException) -> BaseException:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    run.usage_error(f"unexpected arguments {argv[1:]}; settings go in --config.key=value")
+    errors.fail(f"unexpected arguments {argv[1:]}; settings go in --config.key=value")
   # Our progress at INFO; the libraries' (Orbax logs every save step by step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("rir_jax").setLevel(std_logging.INFO)

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import pathlib
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import ml_collections
 
 from benchmarks import report
 from configs import cifar, mnist
-from rir_jax import config_check, data, host_memory, loop, metrics, ops
+from rir_jax import checks, data, host_memory, loop, metrics, ops
 from rir_jax import workdir as workdir_lib
 from rir_jax.models import count_params
 
@@ -92,12 +91,14 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
   if done.exists() and not workdir_lib.config_differences(
       json.loads(done.read_text())["config"], config):
     return json.loads(done.read_text())
-  config_check.validate(config, device_count=jax.device_count(), process_count=1)
+  checks.validate(config, device_count=jax.device_count(), process_count=1)
   try:
     workdir_lib.check(workdir, config)
   except workdir_lib.WorkdirError:  # a run of another budget or recipe: out of date
-    print(f"replacing {workdir}: it holds a run of another config", flush=True)
-    shutil.rmtree(workdir)
+    # Set aside, not deleted: hours of training should not vanish on a changed flag.
+    aside = workdir.with_name(f"{workdir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"{workdir} holds a run of another config: moved to {aside}", flush=True)
+    workdir.rename(aside)
   workdir_lib.claim(workdir, config, main=True)
   start = time.perf_counter()
   final = loop.train_and_evaluate(config, workdir, dataset)

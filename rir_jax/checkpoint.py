@@ -10,6 +10,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from rir_jax import storage
+from rir_jax.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +21,6 @@ WRITE_ERRORS = (OSError, ValueError)
 
 class CheckpointError(RuntimeError):
   """A checkpoint could not be written or none could be read; older ones are untouched."""
-
-
-def _brief(error: BaseException) -> str:
-  """The error's message without the TensorStore spec (kilobytes of JSON) it may carry."""
-  return " ".join(str(error).split(" [tensorstore_spec")[0].split()) or type(error).__name__
 
 
 def newest_step(directory: storage.Path) -> int | None:
@@ -85,7 +81,7 @@ class Checkpoints:
         state = self._restore(step, abstract)
       except Exception as error:  # noqa: BLE001 - any failure means "not usable"
         log.warning("checkpoint at step %d is damaged (%s: %s); trying an older one",
-                    step, type(error).__name__, _brief(error)[:300])
+                    step, type(error).__name__, one_line(error)[:300])
         damaged.append((step, error))
         continue
       self._set_aside([s for s, _ in damaged])
@@ -95,7 +91,7 @@ class Checkpoints:
       step, error = described[0]
       raise CheckpointError(
           f"no checkpoint in {self._directory} restores into this config (step {step}: "
-          f"{_brief(error)[:300]}); if the model changed, use a new --workdir; if the "
+          f"{one_line(error)[:300]}); if the model changed, use a new --workdir; if the "
           "checkpoints are damaged, move them out of the way to start over")
     self._set_aside([s for s, _ in damaged])
     if damaged:
@@ -124,7 +120,7 @@ class Checkpoints:
       self._manager.save(step, args=ocp.args.StandardSave(state))
     except WRITE_ERRORS as error:
       raise CheckpointError(f"could not save checkpoint at step {step}: "
-                            f"{_brief(error)}") from error
+                            f"{one_line(error)}") from error
     self._in_flight = step
 
   def _finish(self) -> None:
@@ -133,7 +129,7 @@ class Checkpoints:
       self._manager.wait_until_finished()
     except WRITE_ERRORS as error:
       raise CheckpointError(f"could not save checkpoint at step {self._in_flight}: "
-                            f"{_brief(error)}") from error
+                            f"{one_line(error)}") from error
     finally:
       self._in_flight = None
 

@@ -1,19 +1,17 @@
-"""What the model commands (evaluate, predict, export) share: one-line errors, exit codes.
-
-A mistake the user can fix is one line on stderr and exit code 2, before anything is
-written; a failure while working is one line and exit code 1.
+"""What the model commands (evaluate, predict, export) share: argument parsing, the
+errors a user can fix (one line and exit 2, rir_jax.errors), the run's config.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import sys
 from typing import NoReturn
 
 import ml_collections
 
-from rir_jax import data, exported, loading, preprocess
+from rir_jax import data, errors, exported, loading, preprocess
+from rir_jax.errors import UsageError
 
 # What a user can fix: a bad path, step, split, data folder or image.
 USAGE_ERRORS = (loading.LoadError, data.DataError, exported.ExportError,
@@ -21,20 +19,11 @@ USAGE_ERRORS = (loading.LoadError, data.DataError, exported.ExportError,
 _DATA_PREFIX = "--config.data."
 
 
-class UsageError(ValueError):
-  """Bad arguments: exit 2."""
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(code)
-
-
 class Parser(argparse.ArgumentParser):
   """argparse with its errors as one line (no usage block) and exit code 2."""
 
   def error(self, message: str) -> NoReturn:
-    fail(f"{message} (see {self.prog} --help)")
+    errors.fail(f"{message} (see {self.prog} --help)")
 
 
 def quiet_libraries() -> None:

@@ -18,7 +18,7 @@ import sys
 import jax
 import numpy as np
 
-from rir_jax import cli, eval_report, inference, loading
+from rir_jax import cli, errors, eval_report, inference, loading
 from rir_jax.data import validation
 
 SPLITS = ("test", "validation")
@@ -36,7 +36,7 @@ def _parser() -> cli.Parser:
 def _split(config, split: str, workdir: pathlib.Path):
   """(images, labels) of `split` as the run carved it."""
   if split == "validation" and not config.data.validation_examples:
-    raise cli.UsageError(f"{workdir} was trained without a validation split "
+    raise errors.UsageError(f"{workdir} was trained without a validation split "
                          "(data.validation_examples=0): use --split=test")
   dataset = validation.load_for_config(config.data)
   if split == "validation":
@@ -47,7 +47,7 @@ def _split(config, split: str, workdir: pathlib.Path):
 def _check_data_fits(trained: loading.Trained, images: np.ndarray) -> None:
   expected = tuple(trained.preprocess.image_shape)
   if tuple(images.shape[1:]) != expected:
-    raise cli.UsageError(f"the data's images are {images.shape[1:]}, the model takes "
+    raise errors.UsageError(f"the data's images are {images.shape[1:]}, the model takes "
                          f"{expected}: check --config.data.*")
 
 
@@ -58,7 +58,7 @@ def _batch_size(config) -> int:
 
 
 def evaluate(workdir: pathlib.Path, split: str, step, overrides: dict[str, str]) -> dict:
-  """The results; raises the USAGE_ERRORS and cli.UsageError before writing anything."""
+  """The results; raises the USAGE_ERRORS and errors.UsageError before writing anything."""
   config = cli.run_config(workdir, overrides)
   trained = loading.load_trained(workdir, step)
   images, labels = _split(config, split, workdir)
@@ -92,12 +92,12 @@ def main(argv: list[str]) -> int:
     rest, overrides = cli.split_data_overrides(argv)
     args = _parser().parse_args(rest)
     results = evaluate(args.workdir, args.split, loading.parse_step(args.step), overrides)
-  except (cli.UsageError, *cli.USAGE_ERRORS) as error:
-    cli.fail(error)
+  except (errors.UsageError, *cli.USAGE_ERRORS) as error:
+    errors.fail(error)
   try:
     report, picture = write(args.workdir, results)
   except OSError as error:
-    cli.fail(f"could not write the results in {args.workdir / 'eval'}: {error.strerror}", 1)
+    errors.fail(f"could not write the results in {args.workdir / 'eval'}: {error.strerror}", 1)
   top5 = (f", top-5 {results['top5_accuracy']:.4f}" if "top5_accuracy" in results else "")
   print(f"{results['split']} step {results['step']}: top-1 {results['top1_accuracy']:.4f}"
         f"{top5}, loss {results['loss']:.4f} ({results['examples']} examples); "

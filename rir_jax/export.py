@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from rir_jax import cli, exported, loading
+from rir_jax import cli, errors, exported, loading
 
 
 def _parser() -> cli.Parser:
@@ -23,9 +23,9 @@ def _parser() -> cli.Parser:
 
 def _check_out(out: pathlib.Path) -> None:
   if out.is_dir():
-    raise cli.UsageError(f"--out={out} is a folder; give a file name, e.g. {out / 'model.msgpack'}")
+    raise errors.UsageError(f"--out={out} is a folder; give a file name, e.g. {out / 'model.msgpack'}")
   if not out.parent.is_dir():
-    raise cli.UsageError(f"--out={out}: folder {out.parent} does not exist")
+    raise errors.UsageError(f"--out={out}: folder {out.parent} does not exist")
 
 
 def main(argv: list[str]) -> int:
@@ -33,16 +33,16 @@ def main(argv: list[str]) -> int:
   try:
     args = _parser().parse_args(argv)
     if not args.workdir.is_dir():
-      raise cli.UsageError(f"--workdir={args.workdir} is not a folder; give a training workdir")
+      raise errors.UsageError(f"--workdir={args.workdir} is not a folder; give a training workdir")
     _check_out(args.out)
     trained = loading.load_trained(args.workdir, args.step)
-  except (cli.UsageError, *cli.USAGE_ERRORS) as error:
-    cli.fail(error)
+  except (errors.UsageError, *cli.USAGE_ERRORS) as error:
+    errors.fail(error)
   card = {**trained.card, "step": trained.step, "source": str(args.workdir.resolve())}
   try:
     exported.write(args.out, card, trained.variables)
   except OSError as error:
-    cli.fail(f"could not write {args.out}: {error.strerror}", 1)
+    errors.fail(f"could not write {args.out}: {error.strerror}", 1)
   size = args.out.stat().st_size
   print(f"step {trained.step} of {args.workdir} -> {args.out} ({size / 1e6:.2f} MB)")
   return 0

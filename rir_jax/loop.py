@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import (best as best_lib, checkpoint, config_check, metrics as metrics_lib,
+from rir_jax import (best as best_lib, checkpoint, errors, metrics as metrics_lib,
                      models, optim, parallel, stopping, storage, train, warm_start)
 from rir_jax.data import Dataset, batching, feeding
 
@@ -36,7 +36,7 @@ class NonFiniteLoss(RuntimeError):
   kept_step: int | None = None
 
 
-class PastTheEnd(config_check.ConfigError):
+class PastTheEnd(errors.ConfigError):
   """The workdir's checkpoint is beyond this config's last step: nothing to train."""
 
 

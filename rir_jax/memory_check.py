@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rir_jax.config_check import ConfigError
+from rir_jax.errors import ConfigError
 
 _GB = 1e9
 _HOST = "this machine's memory"

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rir_jax import cli, inference, loading
+from rir_jax import cli, errors, inference, loading
 from rir_jax.preprocess import ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -45,12 +45,12 @@ def image_files(paths: list[pathlib.Path]) -> list[pathlib.Path]:
     if path.is_dir():
       found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
       if not found:
-        raise cli.UsageError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise errors.UsageError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
       files += found
     elif path.is_file():
       files.append(path)
     else:
-      raise cli.UsageError(f"{path} does not exist")
+      raise errors.UsageError(f"{path} does not exist")
   return files
 
 
@@ -79,12 +79,12 @@ def main(argv: list[str]) -> int:
   try:
     args = _parser().parse_args(argv)
     if args.top_k < 1:
-      raise cli.UsageError(f"--top_k={args.top_k} must be >= 1")
+      raise errors.UsageError(f"--top_k={args.top_k} must be >= 1")
     files = image_files(args.paths)
     trained = loading.load_trained(args.workdir, args.step)
     images = read_images(files, trained.preprocess, resize=args.resize)
-  except (cli.UsageError, *cli.USAGE_ERRORS) as error:
-    cli.fail(error)
+  except (errors.UsageError, *cli.USAGE_ERRORS) as error:
+    errors.fail(error)
   batch = -(-min(_BATCH, len(images)) // jax.device_count()) * jax.device_count()
   logits = inference.logits(trained, images, batch_size=batch)
   k = min(args.top_k, trained.preprocess.num_classes)

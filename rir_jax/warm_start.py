@@ -17,7 +17,7 @@ import numpy as np
 from flax import traverse_util
 
 from rir_jax import loading
-from rir_jax.config_check import ConfigError
+from rir_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ import ml_collections
 from rir_jax import models, storage, workdir_lock
 
 CONFIG_FILE = "config.json"
-# Keys that may change between a run and its resumption without changing its results.
-_FREE_KEYS = ("allow_config_change",)
+# Keys that may change between a run and its resumption without changing its results:
+# where the data lives (a copy on another disk, a bucket's mirror) is not what it is.
+_FREE_KEYS = ("allow_config_change", "data.data_dir", "data.manual_dir")
 # Keys added after workdirs were first written, with the value their absence stood for:
 # a workdir that lacks them resumes as long as the new config keeps that value.
 _ADDED_KEYS = {
@@ -40,7 +41,7 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
       diffs += _differences(a, b, name + ".")
-    elif a != b and key not in _FREE_KEYS:
+    elif a != b and name not in _FREE_KEYS:
       diffs.append(f"{name} ({a!r} -> {b!r})")
   return diffs
 

@@ -34,8 +34,11 @@ def test_writes_the_four_files_reuses_finished_runs_and_replaces_stale_ones(tmp_
   before = first_run(out)
   assert compare.main([*TINY, "--models=cnn", "--steps=4", f"--out={out}"]) == 0
   assert first_run(out) == before  # the finished run was not trained again
-  assert "replacing" not in capsys.readouterr().out
+  assert "another config" not in capsys.readouterr().out
 
   assert compare.main([*TINY, "--models=cnn", "--steps=6", f"--out={out}"]) == 0
-  assert "replacing" in capsys.readouterr().out
+  assert "another config: moved to" in capsys.readouterr().out
   assert first_run(out)["curve"][-1]["step"] == 6
+  # The out-of-date run was set aside whole, not deleted.
+  aside, = (out / "runs").rglob("seed0.replaced-*")
+  assert json.loads((aside / "result.json").read_text())["curve"][-1]["step"] == 4

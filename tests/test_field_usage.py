@@ -195,3 +195,19 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   assert f"taking over the lock of pid {dead} on host" in result.stderr
   assert json.loads((workdir / "config.json").read_text())["num_train_steps"] == 2
+
+
+def test_a_run_resumes_with_its_data_moved_but_not_with_other_data():
+  """Where the data lives (another disk, a bucket's mirror) is not part of a run's config;
+  which data it is stays part of it."""
+  from configs import mnist
+  from rir_jax import workdir as workdir_lib
+  config = mnist.get_config("model=cnn")
+  config.data.manual_dir = "../shared/data/mnist"
+  saved = workdir_lib.config_json(config)
+  config.data.manual_dir = "/mnt/copy/mnist"
+  config.data.data_dir = "gs://bucket/tfds"
+  assert workdir_lib.config_differences(saved, config) == []
+  config.data.name = "fashion_mnist"
+  assert workdir_lib.config_differences(saved, config) == [
+      "data.name ('mnist' -> 'fashion_mnist')"]

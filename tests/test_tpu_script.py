@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from launch_helpers import REPO
-from rir_jax import config_check
+from rir_jax import checks
 
 SCRIPT = REPO / "scripts" / "tpu_vm.sh"
 SETTINGS = {"TPU_NAME": "rir", "ZONE": "us-central2-b", "BUCKET": "gs://my-bucket/exp",
@@ -267,7 +267,7 @@ def test_recorded_commands_pass_gclouds_own_parser(tmp_path, fake_gcloud):
 CORES_PER_CHIP = {"v4": 2, "v5p": 2, "v5litepod": 1, "v6e": 1}
 
 
-def test_readme_tpu_example_passes_the_config_checks_on_its_slice():
+def test_readme_tpu_example_passes_the_checkss_on_its_slice():
   readme = (REPO / "README.md").read_text()
   block = readme.split("TPU VM slice, from your workstation")[1].split("```bash\n")[1]
   block = block.split("```")[0]
@@ -277,4 +277,4 @@ def test_readme_tpu_example_passes_the_config_checks_on_its_slice():
   assert configs
   for name in configs:
     config = runpy.run_path(str(REPO / name))["get_config"]()
-    config_check.validate(config, device_count=devices, process_count=max(1, devices // 4))
+    checks.validate(config, device_count=devices, process_count=max(1, devices // 4))

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from configs import default
-from rir_jax import checkpoint, config_check, loop, metrics, ops, optim, parallel, train
+from rir_jax import checkpoint, checks, loop, metrics, ops, optim, parallel, train
 from rir_jax.data import feeding
 
 
@@ -204,10 +204,10 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
 def test_conv_impl_onednn_where_it_cannot_run_is_a_config_error(monkeypatch):
   monkeypatch.setattr(ops.onednn, "is_available", lambda: (False, "g++ not found"))
   config = tiny_config(conv_impl="onednn")
-  with pytest.raises(config_check.ConfigError, match="conv_impl=onednn cannot run here"):
-    config_check.validate(config, device_count=1, process_count=1)
+  with pytest.raises(checks.ConfigError, match="conv_impl=onednn cannot run here"):
+    checks.validate(config, device_count=1, process_count=1)
   config.conv_impl = "auto"
-  config_check.validate(config, device_count=1, process_count=1)
+  checks.validate(config, device_count=1, process_count=1)
 
 
 def test_conv_impl_auto_takes_xla_off_the_cpu(monkeypatch, request):

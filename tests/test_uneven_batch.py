@@ -17,7 +17,7 @@ import pytest
 from configs import cifar, default, rir_cifar
 from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
                             result_lines, write_tiny_config)
-from rir_jax import config_check, loop, parallel, train
+from rir_jax import checks, loop, parallel, train
 from rir_jax.data import augment, batching, feeding, loader
 from rir_jax.models import batch_norm
 from rir_jax.models.batch_norm import BatchNorm
@@ -214,12 +214,12 @@ def test_padding_leaves_each_example_s_augmentation_as_it_was(partitionable):
 def test_the_paper_recipe_validates_on_any_device_count(devices, processes):
   for config in (rir_cifar.get_config(), rir_cifar.get_config("smoke"),
                  cifar.get_config("model=resnet")):
-    config_check.validate(config, device_count=devices, process_count=processes)
+    checks.validate(config, device_count=devices, process_count=processes)
 
 
 def test_processes_that_cannot_share_the_padded_rows_are_refused():
-  with pytest.raises(config_check.ConfigError, match="cannot share evenly"):
-    config_check.validate(rir_cifar.get_config(), device_count=6, process_count=4)
+  with pytest.raises(checks.ConfigError, match="cannot share evenly"):
+    checks.validate(rir_cifar.get_config(), device_count=6, process_count=4)
 
 
 def _launch(procs, config_file, workdir, xla_flags, *flags):

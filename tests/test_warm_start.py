@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rir_jax import config_check, loading, models, warm_start
+from rir_jax import checks, loading, models, warm_start
 from trained_helpers import REPO, mnist_flags, run_module, shared_run, train
 
 
@@ -44,7 +44,7 @@ def test_every_parameter_and_statistic_is_taken(source):
 
 def test_a_new_head_for_another_class_count_only_when_asked(source):
   fresh = _fresh(3)
-  with pytest.raises(config_check.ConfigError, match=r"head/bias .*init_new_head"):
+  with pytest.raises(checks.ConfigError, match=r"head/bias .*init_new_head"):
     warm_start.merge(fresh, source, _settings(), num_classes=3)
   merged = warm_start.merge(fresh, source, _settings(init_new_head=True), num_classes=3)
   np.testing.assert_array_equal(merged["params"]["head"]["kernel"],
@@ -55,10 +55,10 @@ def test_a_new_head_for_another_class_count_only_when_asked(source):
 
 def test_any_other_mismatch_names_the_parameter(source):
   shapes = r"BatchNorm_0/bias has shape \(8,\) there and \(4,\) here"
-  with pytest.raises(config_check.ConfigError, match=shapes):
+  with pytest.raises(checks.ConfigError, match=shapes):
     warm_start.merge(_fresh(10, widths=(4, 16)), source, _settings(init_new_head=True),
                      num_classes=10)
-  with pytest.raises(config_check.ConfigError, match=r"has no params (BatchNorm|Conv)_3"):
+  with pytest.raises(checks.ConfigError, match=r"has no params (BatchNorm|Conv)_3"):
     warm_start.merge(_fresh(10, widths=(8, 16, 32)), source, _settings(), num_classes=10)
 
 

@@ -24,7 +24,7 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
   """Whole batches per epoch; the remainder of each epoch's permutation is skipped.
 
   The batch must be between 1 and `num_examples`: a run checks that before it starts
-  (config_check.validate, and rir_jax.run against the loaded training split).
+  (rir_jax.checks: validate, and dataset_fits against the loaded training split).
   """
   return num_examples // global_batch
 

@@ -1,4 +1,5 @@
 """The one exception the data package raises for every user-facing problem."""
+from rir_jax.errors import one_line
 
 
 class DataError(ValueError):
@@ -9,5 +10,4 @@ class DataError(ValueError):
   """
 
   def __init__(self, message: str):
-    # Messages quote other errors, which may span lines: keep the promise of one line.
-    super().__init__(' '.join(str(message).split()))
+    super().__init__(one_line(message))

@@ -1,17 +1,22 @@
-"""Up-front checks of a resolved config, so mistakes cost one line, not a crashed run."""
+"""Every check before a run: flags, environment, config values, data, model and memory.
+
+A mistake costs one line and exit code 2 (rir_jax.errors), before the workdir is touched,
+not a crashed run. rir_jax.run calls these in order; the workdir's own state is checked
+by rir_jax.workdir.check.
+"""
 from __future__ import annotations
 
 import math
+import os
+import socket
 
+import jax
 import ml_collections
 
-from rir_jax import ops, optim
+from rir_jax import data, loop, memory_check, ops, optim, warm_start
 from rir_jax.data import DATASET_NAMES, batching
+from rir_jax.errors import ConfigError, UsageError, one_line
 from rir_jax.models import MODEL_NAMES
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message says which key and what to do."""
 
 
 def _choice(key: str, value, choices) -> None:
@@ -124,3 +129,70 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
       raise ConfigError(f"--config.{key}={config[key]} fills {rows} rows on {device_count} "
                         f"devices, which {process_count} processes cannot share evenly; "
                         "give every process the same number of devices")
+
+
+def distributed(coordinator_address: str | None, num_processes: int | None,
+                process_id: int | None) -> None:
+  """The multi-process flags, before JAX tries to connect with them."""
+  if not coordinator_address:
+    return
+  if num_processes is None or process_id is None:
+    raise UsageError("--coordinator_address needs --num_processes and --process_id")
+  if not 0 <= process_id < num_processes:
+    raise UsageError(f"--process_id={process_id} must be in [0, {num_processes})")
+  host, _, port = coordinator_address.rpartition(":")
+  if not port.isdigit():
+    raise UsageError(f"--coordinator_address={coordinator_address!r} must be host:port")
+  if process_id == 0:  # the coordinator binds this port: fail now, not in a crash later
+    with socket.socket() as probe:
+      # As the coordinator does: a port whose last run died (TIME_WAIT) is free to re-use.
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      try:
+        probe.bind((host, int(port)))
+      except OSError as error:
+        raise UsageError(f"coordinator port {port} on {host} is not free ({error.strerror}); "
+                         "pick another --coordinator_address port") from error
+
+
+def backend() -> None:
+  """JAX's devices, or one line saying why there are none (JAX_PLATFORMS=cuda, no GPU)."""
+  try:
+    jax.devices()
+  except Exception as error:  # noqa: BLE001 - RuntimeError, or an assert for an unknown platform
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    raise UsageError(f"JAX cannot start its devices (JAX_PLATFORMS={platforms!r}: "
+                     f"{one_line(error)[:300]}); check the accelerator and its drivers, or "
+                     "set JAX_PLATFORMS=cpu") from error
+
+
+def config_keys(config: ml_collections.ConfigDict) -> None:
+  """validate() on this process's devices; a config not derived from default.py is named."""
+  try:
+    validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+  except (AttributeError, KeyError) as error:
+    raise UsageError(f"--config lacks a key every config has ({one_line(error)}); start it "
+                     "from configs/default.py's get_config()") from error
+
+
+def dataset_fits(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+  """The batch against the loaded training split (after any validation examples left it)."""
+  examples = len(dataset.train_labels)
+  if examples < config.batch_size:
+    raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
+                      f"{examples} training examples of {config.data.name}")
+  validate_schedule(config, batching.steps_per_epoch(examples, config.batch_size))
+
+
+def model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+  """Builds the model abstractly: bad model keys, or batches too big for memory, fail here."""
+  try:
+    built = loop.make_model(config, dataset.num_classes)
+    shape = (1, *dataset.train_images.shape[1:])
+    jax.eval_shape(lambda: built.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape),
+                                      train=False))
+  except (TypeError, ValueError) as error:
+    raise UsageError(f"--config.model: {one_line(error)}") from error
+  if config.init_from:
+    warm_start.check(config, built, shape[1:], dataset.num_classes)
+  memory_check.check_batches(config, built, dataset.train_images.shape[1:],
+                             len(dataset.test_labels))
