@@ -1,4 +1,4 @@
-"""The models' batch norm (rir_jax.models.batch_norm) against flax's, in one process.
+"""The models' batch norm (rir_jax.kernels.batch_norm) against flax's, in one process.
 
   python benchmarks/batch_norm_ab.py                        # resnet,rir; f32,bf16; oneDNN
   python benchmarks/batch_norm_ab.py --models=resnet --dtype=bfloat16 --conv_impl=xla
@@ -8,7 +8,7 @@ replaced by `flax.linen.BatchNorm` followed by `nn.relu` (BatchNorm below, the
 same function), and times the steps in alternating blocks on one synthetic batch,
 as benchmarks/throughput.py times JAX against PyTorch. Where the convolutions run on
 the CPU kernel library, a third step has the batch norm's passes on XLA instead of on
-the library's kernels (rir_jax.ops.batch_norm_kernels). Prints one JSON object per
+the library's kernels (rir_jax.kernels.batch_norm). Prints one JSON object per
 (model, dtype): milliseconds per step of each, flax's over ours (`speedup`) and, with
 the third step, its time over ours (`kernels_speedup`). Runs on any backend, so an
 accelerator can check that the hand-written backward pass does not cost it anything.
@@ -28,14 +28,14 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 
 from benchmarks import throughput  # noqa: E402
-from rir_jax import data, host_memory, ops  # noqa: E402
+from rir_jax import data, host_memory  # noqa: E402
 from rir_jax.models import layers  # noqa: E402
-from rir_jax.ops import batch_norm_kernels  # noqa: E402
+from rir_jax.kernels import batch_norm as batch_norm_kernels, select  # noqa: E402
 
 
 class BatchNorm(nn.BatchNorm):
   """flax.linen.BatchNorm, then ReLU if `relu`: what the models used before, with
-  rir_jax.models.batch_norm.BatchNorm's constructor and variables. Same class name
+  rir_jax.kernels.batch_norm.BatchNorm's constructor and variables. Same class name
   too: flax names unnamed modules after their class (BatchNorm_0), so one variable
   tree fits both."""
   relu: bool = False
@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default="resnet,rir")
   p.add_argument("--dtype", default="float32,bfloat16")
-  p.add_argument("--conv_impl", default="auto", choices=ops.IMPLS)
+  p.add_argument("--conv_impl", default="auto", choices=select.IMPLS)
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=60, help="timed steps of each")
   p.add_argument("--warmup", type=int, default=30,
@@ -67,7 +67,7 @@ def compare(model: str, dtype: str, args: argparse.Namespace, dataset) -> dict:
   steps = {"ours": ours.step}
   with mock.patch.object(layers, "BatchNorm", BatchNorm):
     steps["flax"] = throughput.JaxBench(config, dataset, eval_batch=args.batch).step
-  conv_impl = ops.resolve(args.conv_impl)
+  conv_impl = select.resolve(args.conv_impl)
   if conv_impl == "onednn":  # ours runs its passes on the kernels: time it without
     with mock.patch.object(batch_norm_kernels, "applies", lambda *arrays: False):
       steps["xla_passes"] = throughput.JaxBench(config, dataset, eval_batch=args.batch).step

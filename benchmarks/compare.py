@@ -29,7 +29,8 @@ import ml_collections  # noqa: E402
 
 from benchmarks import report  # noqa: E402
 from configs import cnn_mnist, resnet_cifar  # noqa: E402
-from rir_jax import config_check, data, host_memory, loop, metrics, ops  # noqa: E402
+from rir_jax import config_check, data, host_memory, loop, metrics  # noqa: E402
+from rir_jax.kernels import select  # noqa: E402
 from rir_jax import workdir as workdir_lib  # noqa: E402
 from rir_jax.models import count_params  # noqa: E402
 
@@ -48,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--seeds", type=int, default=3, help="number of seeds: 0 .. seeds-1")
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  p.add_argument("--conv_impl", default="auto", choices=ops.IMPLS,
+  p.add_argument("--conv_impl", default="auto", choices=select.IMPLS,
                  help="convolution kernels (the same function; only speed differs)")
   p.add_argument("--out", required=True, type=pathlib.Path)
   p.add_argument("--smoke", action="store_true",
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
       "dataset": args.dataset, "train_examples": len(dataset.train_labels),
       "test_examples": len(dataset.test_labels), "seeds": args.seeds,
       "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-      "convolutions": ops.resolve(args.conv_impl),
+      "convolutions": select.resolve(args.conv_impl),
       "jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
       "models": models,
   }

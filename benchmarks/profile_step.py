@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))  # configs/ and rir_jax/ when run from anywhere
 import jax  # noqa: E402
 
 from benchmarks import throughput  # noqa: E402
-from rir_jax import data, host_memory, ops  # noqa: E402
+from rir_jax import data, host_memory  # noqa: E402
+from rir_jax.kernels import select  # noqa: E402
 
 # XLA's CPU runtime runs a step's operations on its intra-op pool, and the first of
 # them on the client thread that starts the execution: threads so named.
@@ -137,8 +138,8 @@ def main(argv=None) -> int:
     print(f"error: profiles the CPU runtime; this backend is {jax.default_backend()}",
           file=sys.stderr)
     return 2
-  if args.conv_impl == "onednn" and not ops.onednn_usable()[0]:
-    print(f"error: oneDNN cannot run here: {ops.onednn_usable()[1]}", file=sys.stderr)
+  if args.conv_impl == "onednn" and not select.onednn_usable()[0]:
+    print(f"error: oneDNN cannot run here: {select.onednn_usable()[1]}", file=sys.stderr)
     return 2
   dataset = data.load_dataset("synthetic")
   config = throughput.bench_config(args.model, args.batch, args.dtype, {}, args.conv_impl)

@@ -37,7 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from configs import default  # noqa: E402
-from rir_jax import data, feeding, host_memory, loop, ops, parallel, train  # noqa: E402
+from rir_jax import data, feeding, host_memory, loop, parallel, train  # noqa: E402
+from rir_jax.kernels import select  # noqa: E402
 from rir_jax.models import count_params  # noqa: E402
 
 try:
@@ -278,8 +279,8 @@ def main(argv=None) -> int:
   dataset = data.load_dataset("synthetic")
   peaks = {}
   impls = args.conv_impl.split(",")
-  if "onednn" in impls and not ops.onednn_usable()[0]:
-    print(f"no oneDNN rows: {ops.onednn_usable()[1]}", file=sys.stderr)
+  if "onednn" in impls and not select.onednn_usable()[0]:
+    print(f"no oneDNN rows: {select.onednn_usable()[1]}", file=sys.stderr)
     impls.remove("onednn")
   rows = itertools.product(args.models.split(","), args.dtype.split(","),
                            map(int, args.batch.split(",")), impls)

@@ -5,8 +5,9 @@ import math
 
 import ml_collections
 
-from rir_jax import ops, optim
+from rir_jax import optim
 from rir_jax.data import DATASET_NAMES, pipeline
+from rir_jax.kernels import select
 from rir_jax.models import MODEL_NAMES
 
 
@@ -93,9 +94,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   _choice("schedule.name", config.schedule.name, optim.SCHEDULE_NAMES)
   _choice("dtype", config.dtype, ("float32", "bfloat16"))
   _choice("nan_policy", config.nan_policy, ("stop", "skip_step"))
-  _choice("conv_impl", config.conv_impl, ops.IMPLS)
+  _choice("conv_impl", config.conv_impl, select.IMPLS)
   if config.conv_impl == "onednn":
-    available, reason = ops.onednn_usable()
+    available, reason = select.onednn_usable()
     if not available:
       raise ConfigError(f"--config.conv_impl=onednn cannot run here ({reason.splitlines()[0]}); "
                         "pip install -e '.[onednn]', or use auto or xla")

@@ -17,10 +17,11 @@ from typing import NoReturn
 import jax
 import ml_collections
 
-from rir_jax import (checkpoint, config_check, data, kernel_record, loop, memory_check,
-                     metrics, model_card, parallel, stopping, storage, warm_start,
-                     workdir as workdir_lib, workdir_lock)
+from rir_jax import (checkpoint, config_check, data, loop, memory_check, metrics, model_card,
+                     parallel, stopping, storage, warm_start, workdir as workdir_lib,
+                     workdir_lock)
 from rir_jax.data import pipeline, validation
+from rir_jax.kernels import record as kernel_record
 
 log = logging.getLogger(__name__)
 USAGE_ERRORS = (config_check.ConfigError, data.DataError, workdir_lib.WorkdirError)

@@ -1,4 +1,4 @@
-"""rir_jax.models.batch_norm against flax.linen.BatchNorm (+ nn.relu), its reference."""
+"""rir_jax.kernels.batch_norm against flax.linen.BatchNorm (+ nn.relu), its reference."""
 import json
 from unittest import mock
 
@@ -11,9 +11,9 @@ import pytest
 
 from benchmarks import batch_norm_ab
 from benchmarks.batch_norm_ab import BatchNorm as FlaxBatchNorm
-from rir_jax import ops
 from rir_jax.models import get_model, layers
-from rir_jax.models.batch_norm import BatchNorm, batch_norm_train
+from rir_jax.kernels import select
+from rir_jax.kernels.batch_norm import BatchNorm, batch_norm_train
 
 MOMENTUM, EPSILON = 0.9, 1e-5
 
@@ -136,8 +136,8 @@ def test_bfloat16_output_from_float32_input_takes_statistics_of_the_float32_inpu
 @pytest.mark.slow
 @pytest.mark.parametrize('conv_impl', ['xla', 'onednn'])
 def test_ab_benchmark_prints_the_step_times(capsys, conv_impl):
-  if conv_impl == 'onednn' and not ops.onednn_usable()[0]:
-    pytest.skip(f"oneDNN cannot run here: {ops.onednn_usable()[1]}")
+  if conv_impl == 'onednn' and not select.onednn_usable()[0]:
+    pytest.skip(f"oneDNN cannot run here: {select.onednn_usable()[1]}")
   assert batch_norm_ab.main(['--models=resnet', '--dtype=float32', f'--conv_impl={conv_impl}',
                              '--batch=8', '--steps=2', '--warmup=1']) == 0
   (row,) = map(json.loads, capsys.readouterr().out.splitlines())

@@ -9,8 +9,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rir_jax.models import get_model
-from rir_jax.models.batch_norm import batch_norm_train
-from rir_jax.ops import batch_norm_kernels
+from rir_jax.kernels import batch_norm as batch_norm_kernels
+from rir_jax.kernels.batch_norm import batch_norm_train
 
 # Rank 2 to 4; more rows than one chunk of 512 (and not a multiple of it); channel
 # counts that are whole blocks of 16, a block and a remainder, and a remainder alone.

@@ -15,7 +15,7 @@ from PIL import Image
 from launch_helpers import REPO, launch_command, read_checkpoint, write_tiny_config
 from rir_jax import data
 
-_LOAD_LIBRARY = ("from rir_jax.ops import library; ok, why = library.is_available(); "
+_LOAD_LIBRARY = ("from rir_jax.kernels import build; ok, why = build.is_available(); "
                  "print('available' if ok else 'unavailable: ' + why)")
 
 
@@ -23,8 +23,8 @@ _LOAD_LIBRARY = ("from rir_jax.ops import library; ok, why = library.is_availabl
 def damaged_library_cache(cpu_kernel_library, tmp_path):
   """A copy of the built library's cache folder, the library cut short as a full disk or an
   interrupted copy leaves it."""
-  from rir_jax.ops import library
-  built = library._library_path()  # pylint: disable=protected-access
+  from rir_jax.kernels import build
+  built = build._library_path()  # pylint: disable=protected-access
   cache = tmp_path / "onednn"
   cache.mkdir()
   for path in built.parent.glob(built.name + "*"):

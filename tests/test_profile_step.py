@@ -5,7 +5,7 @@ import os
 import pytest
 
 from benchmarks import profile_step
-from rir_jax import ops
+from rir_jax.kernels import select
 
 
 def profile(capsys, *flags: str) -> tuple[list[dict], dict]:
@@ -45,7 +45,7 @@ def test_xla_step_is_mostly_convolutions_and_fusions(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not ops.onednn_usable()[0], reason="oneDNN cannot run here")
+@pytest.mark.skipif(not select.onednn_usable()[0], reason="oneDNN cannot run here")
 def test_onednn_passes_are_named_and_counted(capsys):
   rows, summary = profile(capsys, "--conv_impl=onednn")
   check_totals(rows, summary)

@@ -7,8 +7,9 @@ import optax
 import pytest
 
 from configs import default
-from rir_jax import (checkpoint, config_check, feeding, loop, metrics, ops, optim,
+from rir_jax import (checkpoint, config_check, feeding, loop, metrics, optim,
                      parallel, train)
+from rir_jax.kernels import conv, select
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -179,8 +180,8 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
   jumped from XLA on 1 likewise within 3 steps): a jump, not a drift, as when a ReLU
   input within rounding of zero goes one way in one run and the other in the other.
   """
-  if not ops.onednn.is_available()[0]:
-    pytest.skip(f"oneDNN unavailable: {ops.onednn.is_available()[1]}")
+  if not conv.is_available()[0]:
+    pytest.skip(f"oneDNN unavailable: {conv.is_available()[1]}")
   for dtype, tol in (("float32", 1e-5), ("bfloat16", 2e-2)):
     config = tiny_config(model=ml_collections.ConfigDict(model), dtype=dtype,
                          conv_impl="xla")
@@ -202,7 +203,7 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
 
 
 def test_conv_impl_onednn_where_it_cannot_run_is_a_config_error(monkeypatch):
-  monkeypatch.setattr(ops.onednn, "is_available", lambda: (False, "g++ not found"))
+  monkeypatch.setattr(conv, "is_available", lambda: (False, "g++ not found"))
   config = tiny_config(conv_impl="onednn")
   with pytest.raises(config_check.ConfigError, match="conv_impl=onednn cannot run here"):
     config_check.validate(config, device_count=1, process_count=1)
@@ -212,10 +213,10 @@ def test_conv_impl_onednn_where_it_cannot_run_is_a_config_error(monkeypatch):
 
 def test_conv_impl_auto_takes_xla_off_the_cpu(monkeypatch, request):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  ops.conv_general_dilated_for.cache_clear()  # the choice is made once per process
-  request.addfinalizer(ops.conv_general_dilated_for.cache_clear)
-  assert ops.onednn_usable() == (False, "the default backend is gpu, and oneDNN runs on "
+  select.conv_general_dilated_for.cache_clear()  # the choice is made once per process
+  request.addfinalizer(select.conv_general_dilated_for.cache_clear)
+  assert select.onednn_usable() == (False, "the default backend is gpu, and oneDNN runs on "
                                         "CPUs only")
-  assert ops.resolve("auto") == "xla"
+  assert select.resolve("auto") == "xla"
   with pytest.raises(RuntimeError, match="CPUs only"):
-    ops.conv_general_dilated_for("onednn")
+    select.conv_general_dilated_for("onednn")

@@ -19,9 +19,8 @@ from launch_helpers import (free_port, launch_command, max_abs_difference, read_
                             result_lines, write_tiny_config)
 from rir_jax import config_check, feeding, loop, parallel, train
 from rir_jax.data import augment, pipeline, sources
-from rir_jax.models import batch_norm
-from rir_jax.models.batch_norm import BatchNorm
-from rir_jax.ops import batch_norm_kernels
+from rir_jax.kernels import batch_norm
+from rir_jax.kernels.batch_norm import BatchNorm
 from test_multihost import FOUR_DEVICES, TIMEOUT_S, Processes
 
 # Across device counts a ReLU whose input lies within rounding of zero can flip, and
@@ -169,7 +168,7 @@ def test_weighted_stats_kernel_weights_each_example(dtype, cpu_kernel_library):
   """More rows than a chunk of 512, and channels past the last whole vector of 16."""
   x = jax.random.normal(jax.random.key(0), (7, 9, 10, 20)).astype(dtype)
   weights = jnp.asarray([1, 0, 1, 1, 0.5, 1, 0], jnp.float32)
-  sums = jax.jit(batch_norm_kernels.stats)(x, weights)
+  sums = jax.jit(batch_norm.stats)(x, weights)
   rows = np.asarray(x, np.float64) * np.asarray(weights)[:, None, None, None]
   expected = [rows.sum((0, 1, 2)), (rows * np.asarray(x, np.float64)).sum((0, 1, 2))]
   np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=1e-4)

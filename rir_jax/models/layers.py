@@ -7,11 +7,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rir_jax import ops
-from rir_jax.models.batch_norm import BatchNorm
+from rir_jax.kernels import select
+from rir_jax.kernels.batch_norm import BatchNorm
 
 Dtype = Any
-CONV_IMPLS = ops.IMPLS
+CONV_IMPLS = select.IMPLS
 
 SHORTCUTS = ('projection', 'zero_pad')
 
@@ -35,18 +35,18 @@ def conv(features: int, kernel_size: int = 3, strides: int = 1, *,
 
   Padding is k // 2 on every side, as in PyTorch: XLA's 'SAME' pads a stride-2 conv
   on an even input only at the bottom/right, which shifts the sampling grid.
-  `conv_impl` picks the kernels that run it (see rir_jax.ops), not what it computes.
+  `conv_impl` picks the kernels that run it (see rir_jax.kernels.select), not what it computes.
   """
   return nn.Conv(features, (kernel_size, kernel_size), strides=strides,
                  padding=kernel_size // 2, use_bias=False, kernel_init=he_normal,
-                 dtype=dtype, conv_general_dilated=ops.conv_general_dilated_for(conv_impl),
+                 dtype=dtype, conv_general_dilated=select.conv_general_dilated_for(conv_impl),
                  name=name)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int, dtype: Dtype,
            conv_impl: str) -> jax.Array:
   """Applies a raw 3x3 HWIO kernel the way `conv` does (padding 1, no bias)."""
-  return ops.conv_general_dilated_for(conv_impl)(
+  return select.conv_general_dilated_for(conv_impl)(
       x.astype(dtype), kernel.astype(dtype), (strides, strides), ((1, 1), (1, 1)),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
@@ -55,7 +55,7 @@ def batch_norm(train: bool, *, momentum: float, epsilon: float, dtype: Dtype,
                conv_impl: str, relu: bool = False, kernel_sums: bool = True,
                name: str | None = None) -> BatchNorm:
   """Batch norm on batch statistics in training, running averages in evaluation;
-  then ReLU if `relu`, in the same passes over memory (rir_jax.models.batch_norm).
+  then ReLU if `relu`, in the same passes over memory (rir_jax.kernels.batch_norm).
   Where `conv_impl` runs on the CPU kernel library, so do its sums, if `kernel_sums`
   (see BatchNorm)."""
   return BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,

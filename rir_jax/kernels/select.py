@@ -1,4 +1,4 @@
-"""Convolution back ends: XLA's own, or oneDNN's on CPU (see `onednn`)."""
+"""Convolution back ends: XLA's own, or oneDNN's on CPU (see `conv`)."""
 from __future__ import annotations
 
 import functools
@@ -8,7 +8,7 @@ from typing import Callable
 import jax
 from jax import lax
 
-from rir_jax.ops import onednn
+from rir_jax.kernels import conv
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def onednn_usable() -> tuple[bool, str]:
   backend = jax.default_backend()
   if backend != "cpu":  # the FFI targets are registered for the CPU platform only
     return False, f"the default backend is {backend}, and oneDNN runs on CPUs only"
-  return onednn.is_available()
+  return conv.is_available()
 
 
 @functools.cache  # one choice, and one log line, per process
@@ -43,7 +43,7 @@ def conv_general_dilated_for(impl: str) -> Callable[..., jax.Array]:
   if usable:
     if impl == "auto":
       log.info("conv impl auto: oneDNN, %s", reason)
-    return onednn.conv_general_dilated
+    return conv.conv_general_dilated
   if impl == "onednn":
     raise RuntimeError(f"conv impl 'onednn' is unavailable: {reason}")
   log.info("conv impl auto: XLA, as %s", reason)
@@ -52,4 +52,4 @@ def conv_general_dilated_for(impl: str) -> Callable[..., jax.Array]:
 
 def resolve(impl: str) -> str:
   """The implementation `impl` runs on in this process: "xla" or "onednn"."""
-  return "onednn" if conv_general_dilated_for(impl) is onednn.conv_general_dilated else "xla"
+  return "onednn" if conv_general_dilated_for(impl) is conv.conv_general_dilated else "xla"

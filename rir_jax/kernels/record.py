@@ -13,7 +13,7 @@ import pathlib
 
 import ml_collections
 
-from rir_jax import ops
+from rir_jax.kernels import select
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _recorded(workdir: pathlib.Path) -> str | None:
 def settle(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
            write: bool) -> ml_collections.ConfigDict:
   """The config to train with: `conv_impl` resolved, as recorded where that can run."""
-  resolved = ops.resolve(config.conv_impl)
+  resolved = select.resolve(config.conv_impl)
   recorded = _recorded(workdir)
   if recorded not in (None, resolved):
     # auto's choice can only move from xla to onednn (a library that loads now): xla
