@@ -65,7 +65,7 @@ def main(argv=None) -> int:
   p.add_argument("--reps", type=int, default=25)
   p.add_argument("--dtype", default="float32,bfloat16")
   args = p.parse_args(argv)
-  available, reason = select.onednn_usable()
+  available, reason = select.cpu_library_usable()
   if not available:
     print(f"error: oneDNN cannot run here: {reason}", file=sys.stderr)
     return 2

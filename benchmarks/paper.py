@@ -29,6 +29,7 @@ import jax  # noqa: E402
 
 from benchmarks import compare, report, significance  # noqa: E402
 from configs import paper  # noqa: E402
+from rir_jax import renamed  # noqa: E402
 from rir_jax.kernels import select  # noqa: E402
 from rir_jax import workdir as workdir_lib  # noqa: E402
 
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
       "dataset": args.dataset, "scale": args.scale,
       "train_examples": len(dataset.train_labels), "test_examples": len(dataset.test_labels),
       "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-      "convolutions": select.resolve(rows[0]["runs"][0]["config"]["conv_impl"]),
+      "convolutions": select.resolve(renamed.saved(rows[0]["runs"][0]["config"])["kernels"]),
       "jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
       "rows": rows, "differences": significance.pairwise(accuracies),
   }

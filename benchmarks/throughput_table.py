@@ -25,7 +25,7 @@ def row(line: dict, first_of_model: bool) -> list[str]:
   if first_of_model:
     label += f" (`{line['model']}`, {line['params']:,} params)"
   return [
-      label, line["dtype"], str(line["batch"]), line["conv_impl"],
+      label, line["dtype"], str(line["batch"]), line.get("kernels", line.get("conv_impl")),
       _number(line["jax_images_per_sec"], ",.0f"),
       _number(line["torch_images_per_sec"], ",.0f"), _number(line["ratio"], ".2f"),
       _number(line["jax_gflops_per_sec"], ",.1f"),

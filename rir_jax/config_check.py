@@ -94,12 +94,13 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   _choice("schedule.name", config.schedule.name, optim.SCHEDULE_NAMES)
   _choice("dtype", config.dtype, ("float32", "bfloat16"))
   _choice("nan_policy", config.nan_policy, ("stop", "skip_step"))
-  _choice("conv_impl", config.conv_impl, select.IMPLS)
-  if config.conv_impl == "onednn":
-    available, reason = select.onednn_usable()
+  _choice("kernels", config.kernels, select.CHOICES)
+  if config.kernels == "cpu_library":
+    available, reason = select.cpu_library_usable()
     if not available:
-      raise ConfigError(f"--config.conv_impl=onednn cannot run here ({reason.splitlines()[0]}); "
-                        "pip install -e '.[onednn]', or use auto or xla")
+      raise ConfigError("--config.kernels=cpu_library cannot run here "
+                        f"({reason.splitlines()[0]}); pip install -e '.[onednn]', or use auto "
+                        "or xla")
   _positive(config, "batch_size", "eval_batch_size", "log_every_steps",
             "checkpoint_every_steps", "keep_checkpoints", "optimizer.learning_rate")
   if config.num_train_steps <= 0:

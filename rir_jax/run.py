@@ -18,8 +18,8 @@ import jax
 import ml_collections
 
 from rir_jax import (checkpoint, config_check, data, loop, memory_check, metrics, model_card,
-                     parallel, stopping, storage, warm_start, workdir as workdir_lib,
-                     workdir_lock)
+                     parallel, renamed, stopping, storage, warm_start,
+                     workdir as workdir_lib, workdir_lock)
 from rir_jax.data import pipeline, validation
 from rir_jax.kernels import record as kernel_record
 
@@ -150,6 +150,7 @@ def _unexpected(error: BaseException, workdir: storage.Path) -> int:
 def launch(config: ml_collections.ConfigDict, workdir: storage.Path, *,
            distributed: Distributed, jax_cache_dir: str) -> int:
   """Runs the whole command; returns the exit code (usage errors exit 2 directly)."""
+  config = renamed.config(config)  # old key names, as old commands and config files hold
   signals = stopping.StopSignals()
   try:
     try:

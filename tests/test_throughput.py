@@ -35,8 +35,8 @@ def test_main_writes_one_json_line_without_torch(tmp_path):
                           "--eval_batch=32", "--no_torch", "--system_malloc",
                           "--out", str(out)]) == 0
   rows = [json.loads(line) for line in out.read_text().splitlines()]
-  # One row per convolution implementation that runs here.
-  assert [row["conv_impl"] for row in rows] == sorted({"xla", select.resolve("auto")}, reverse=True)
+  # One row per back end that runs here.
+  assert [row["kernels"] for row in rows] == sorted({"xla", select.resolve("auto")}, reverse=True)
   # Both count the convolutions' FLOPs, though XLA cannot see inside oneDNN's.
   assert rows[0]["train_flops_per_step"] == pytest.approx(rows[-1]["train_flops_per_step"],
                                                         rel=0.01)

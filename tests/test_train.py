@@ -184,9 +184,9 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
     pytest.skip(f"oneDNN unavailable: {conv.is_available()[1]}")
   for dtype, tol in (("float32", 1e-5), ("bfloat16", 2e-2)):
     config = tiny_config(model=ml_collections.ConfigDict(model), dtype=dtype,
-                         conv_impl="xla")
+                         kernels="xla")
     xla, mx = run_steps(config, synthetic, parallel.make_mesh(jax.devices()[:1]), 1)
-    config.conv_impl = "onednn"
+    config.kernels = "cpu_library"
     onednn, mo = run_steps(config, synthetic, parallel.make_mesh(), 1)
     x = jnp.zeros((2, 32, 32, 3), getattr(jnp, dtype))
     variables = jax.device_get(xla)
@@ -202,21 +202,21 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
                                  err_msg=f"{dtype} {jax.tree_util.keystr(path)}")
 
 
-def test_conv_impl_onednn_where_it_cannot_run_is_a_config_error(monkeypatch):
+def test_kernels_cpu_library_where_it_cannot_run_is_a_config_error(monkeypatch):
   monkeypatch.setattr(conv, "is_available", lambda: (False, "g++ not found"))
-  config = tiny_config(conv_impl="onednn")
-  with pytest.raises(config_check.ConfigError, match="conv_impl=onednn cannot run here"):
+  config = tiny_config(kernels="cpu_library")
+  with pytest.raises(config_check.ConfigError, match="kernels=cpu_library cannot run here"):
     config_check.validate(config, device_count=1, process_count=1)
-  config.conv_impl = "auto"
+  config.kernels = "auto"
   config_check.validate(config, device_count=1, process_count=1)
 
 
-def test_conv_impl_auto_takes_xla_off_the_cpu(monkeypatch, request):
+def test_kernels_auto_takes_xla_off_the_cpu(monkeypatch, request):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  select.conv_general_dilated_for.cache_clear()  # the choice is made once per process
-  request.addfinalizer(select.conv_general_dilated_for.cache_clear)
-  assert select.onednn_usable() == (False, "the default backend is gpu, and oneDNN runs on "
-                                        "CPUs only")
+  select.resolve.cache_clear()  # the choice is made once per process
+  request.addfinalizer(select.resolve.cache_clear)
+  assert select.cpu_library_usable() == (False, "the default backend is gpu, and the CPU "
+                                              "library runs on CPUs only")
   assert select.resolve("auto") == "xla"
   with pytest.raises(RuntimeError, match="CPUs only"):
-    select.conv_general_dilated_for("onednn")
+    select.conv_general_dilated_for("cpu_library")

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-from rir_jax.kernels import build, select, sharding
+from rir_jax.kernels import build, sharding
 
 _F32 = jnp.float32
 DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
@@ -257,22 +257,17 @@ class BatchNorm(nn.Module):
   except while initialising, moves the running averages towards them:
   average = momentum * average + (1 - momentum) * batch value. Evaluation uses the
   running averages. The output has `dtype` (x's dtype if None). A `mask` (one bool
-  per example) leaves the False examples out of the batch statistics. `impl` is the
-  models' `conv_impl`: where it runs on oneDNN ('onednn', or 'auto' on a CPU with the
-  library), the sums run on the same library's batch-norm kernels
-  (`stats`, `grad_sums`) unless `kernel_sums` is False; the function
-  computed is the same. Turn them off where x is a sum of terms that nothing else
-  needs summed (RiR's streams): XLA adds the terms inside its own reductions, a
-  kernel needs the sum written out first, and that costs more than it saves
-  (benchmarks/PERFORMANCE.md, section 7).
+  per example) leaves the False examples out of the batch statistics. With
+  `kernel_sums`, the sums run on the CPU library's kernels (`stats`, `grad_sums`)
+  where they apply; the function computed is the same. A model's `norm` on that
+  back end (rir_jax.kernels.select).
   """
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-5
   dtype: Any = None
   relu: bool = False
-  impl: str = 'xla'
-  kernel_sums: bool = True
+  kernel_sums: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -285,8 +280,7 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       a = scale * jax.lax.rsqrt(average_var.value + self.epsilon)
       return _apply(x, a, bias - average_mean.value * a, self.relu, dtype)
-    kernels = (self.kernel_sums and select.resolve(self.impl) == 'onednn'
-               and applies(x) and jnp.dtype(dtype) in DTYPES)  # dy's dtype
+    kernels = self.kernel_sums and applies(x) and jnp.dtype(dtype) in DTYPES  # dy's dtype
     y, mean, var = batch_norm_train(x, scale, bias, epsilon=self.epsilon, relu=self.relu,
                                     dtype=dtype, kernels=kernels, mask=mask)
     if not self.is_initializing():
