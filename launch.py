@@ -17,7 +17,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rir_jax import errors, host_memory, library_noise, run, storage
+from rir_jax import errors, host_memory, library_noise, renamed, run, storage
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
@@ -43,6 +43,7 @@ flags.DEFINE_bool("reuse_host_memory", True,
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parsing, with its errors reduced to one line and exit code 2."""
   try:
+    sys.argv = argv = renamed.flags(argv)  # config_flags reads its overrides from sys.argv
     rest = FLAGS(argv)
     if FLAGS.config is None or not FLAGS.workdir:
       raise flags.Error("--config and --workdir are required")

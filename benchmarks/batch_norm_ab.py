@@ -1,14 +1,14 @@
-"""The models' batch norm (rir_jax.models.batch_norm) against flax's, in one process.
+"""The models' batch norm (rir_jax.kernels.batch_norm) against flax's, in one process.
 
   python -m benchmarks.batch_norm_ab                        # resnet,rir; f32,bf16; oneDNN
-  python -m benchmarks.batch_norm_ab --models=resnet --dtype=bfloat16 --conv_impl=xla
+  python -m benchmarks.batch_norm_ab --models=resnet --dtype=bfloat16 --kernels=xla
 
 Builds each model's training step twice, the second time with every batch norm
-replaced by `flax.linen.BatchNorm` followed by `nn.relu` (BatchNorm below, the
-same function), and times the steps in alternating blocks on one synthetic batch,
+replaced by `flax.linen.BatchNorm` followed by `nn.relu` (rir_jax.models.layers.BatchNorm,
+the models' default, the same function), and times the steps in alternating blocks on one synthetic batch,
 as benchmarks/throughput.py times JAX against PyTorch. Where the convolutions run on
 the CPU kernel library, a third step has the batch norm's passes on XLA instead of on
-the library's kernels (rir_jax.ops.batch_norm_kernels). Prints one JSON object per
+the library's kernels (rir_jax.kernels.batch_norm). Prints one JSON object per
 (model, dtype): milliseconds per step of each, flax's over ours (`speedup`) and, with
 the third step, its time over ours (`kernels_speedup`). Runs on any backend, so an
 accelerator can check that the hand-written backward pass does not cost it anything.
@@ -20,36 +20,26 @@ import json
 import sys
 from unittest import mock
 
-import flax.linen as nn
 import jax
 
 from benchmarks import throughput
-from rir_jax import data, host_memory, ops
+from rir_jax import data, host_memory
+from rir_jax.kernels import batch_norm as batch_norm_kernels, select
 from rir_jax.models import layers
-from rir_jax.ops import batch_norm_kernels
 
 
-class BatchNorm(nn.BatchNorm):
-  """flax.linen.BatchNorm, then ReLU if `relu`: what the models used before, with
-  rir_jax.models.batch_norm.BatchNorm's constructor and variables. Same class name
-  too: flax names unnamed modules after their class (BatchNorm_0), so one variable
-  tree fits both."""
-  relu: bool = False
-  impl: str = 'xla'  # accepted and ignored: flax's passes run on XLA
-  kernel_sums: bool = True  # likewise
-
-  def __call__(self, x, mask=None):  # noqa: D102
-    # flax's mask is per value: one per example, broadcast over the rest.
-    per_value = None if mask is None else mask.reshape(-1, *(1,) * (x.ndim - 1))
-    y = super().__call__(x, mask=per_value)
-    return nn.relu(y) if self.relu else y
+def _with_flax_batch_norm(modules):
+  """`select.modules` with flax's batch norm as every norm."""
+  return lambda kernels: {**modules(kernels), "norm": layers.BatchNorm,
+                          "stream_norm": layers.BatchNorm}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default="resnet,rir")
   p.add_argument("--dtype", default="float32,bfloat16")
-  p.add_argument("--conv_impl", default="auto", choices=ops.IMPLS)
+  p.add_argument("--kernels", "--conv_impl", default="auto",
+                 choices=(*select.CHOICES, *select.OLD_NAMES))
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=60, help="timed steps of each")
   p.add_argument("--warmup", type=int, default=30,
@@ -58,17 +48,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def compare(model: str, dtype: str, args: argparse.Namespace, dataset) -> dict:
-  config = throughput.bench_config(model, args.batch, dtype, {}, args.conv_impl)
+  config = throughput.bench_config(model, args.batch, dtype, {},
+                                   select.canonical(args.kernels))
   ours = throughput.JaxBench(config, dataset, eval_batch=args.batch)
   steps = {"ours": ours.step}
-  with mock.patch.object(layers, "BatchNorm", BatchNorm):
+  with mock.patch.object(select, "modules", _with_flax_batch_norm(select.modules)):
     steps["flax"] = throughput.JaxBench(config, dataset, eval_batch=args.batch).step
-  conv_impl = ops.resolve(args.conv_impl)
-  if conv_impl == "onednn":  # ours runs its passes on the kernels: time it without
+  kernels = select.resolve(args.kernels)
+  if kernels == "cpu_library":  # ours runs its passes on the kernels: time it without
     with mock.patch.object(batch_norm_kernels, "applies", lambda *arrays: False):
       steps["xla_passes"] = throughput.JaxBench(config, dataset, eval_batch=args.batch).step
   seconds = throughput.time_interleaved(steps, args.steps, args.warmup)
-  row = {"model": model, "dtype": dtype, "batch": args.batch, "conv_impl": conv_impl,
+  row = {"model": model, "dtype": dtype, "batch": args.batch, "kernels": kernels,
          **{f"{name}_step_ms": s * 1e3 for name, s in seconds.items()},
          "speedup": seconds["flax"] / seconds["ours"]}
   if "xla_passes" in seconds:

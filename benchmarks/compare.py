@@ -25,8 +25,9 @@ import ml_collections
 
 from benchmarks import report
 from configs import cifar, mnist
-from rir_jax import checks, data, host_memory, loop, metrics, ops
+from rir_jax import checks, data, host_memory, loop, metrics
 from rir_jax import workdir as workdir_lib
+from rir_jax.kernels import select
 from rir_jax.models import count_params
 
 MNIST_LIKE = ("mnist", "fashion_mnist")
@@ -44,8 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--seeds", type=int, default=3, help="number of seeds: 0 .. seeds-1")
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  p.add_argument("--conv_impl", default="auto", choices=ops.IMPLS,
-                 help="convolution kernels (the same function; only speed differs)")
+  p.add_argument("--kernels", "--conv_impl", default="auto",
+                 choices=(*select.CHOICES, *select.OLD_NAMES),
+                 help="the models' kernels (the same function; only speed differs)")
   p.add_argument("--out", required=True, type=pathlib.Path)
   p.add_argument("--smoke", action="store_true",
                  help="MNIST, 2 seeds, 80 steps of 64: the whole pipeline in minutes on a CPU")
@@ -71,7 +73,7 @@ def base_config(spec: str, args: argparse.Namespace) -> ml_collections.ConfigDic
   config.data.data_dir = args.data_dir
   config.batch_size = args.batch_size
   config.dtype = args.dtype
-  config.conv_impl = args.conv_impl
+  config.kernels = select.canonical(args.kernels)
   config.schedule.name = "cosine"  # the same schedule for every model, whatever the budget
   config.schedule.boundaries_epochs = ()
   config.num_epochs = args.epochs
@@ -125,7 +127,7 @@ def model_facts(config, dataset) -> dict:
   Counted on XLA's convolutions: the cost analysis sees nothing inside oneDNN's.
   """
   config = config.copy_and_resolve_references()
-  config.conv_impl = "xla"
+  config.kernels = "xla"
   model = loop.make_model(config, dataset.num_classes)
   x = jnp.zeros((8, *dataset.train_images.shape[1:]), jnp.float32)
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
@@ -184,7 +186,7 @@ def main(argv=None) -> int:
       "dataset": args.dataset, "train_examples": len(dataset.train_labels),
       "test_examples": len(dataset.test_labels), "seeds": args.seeds,
       "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-      "convolutions": ops.resolve(args.conv_impl),
+      "convolutions": select.resolve(args.kernels),
       "jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
       "models": models,
   }

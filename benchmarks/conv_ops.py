@@ -19,8 +19,7 @@ import time
 import jax
 from jax import lax
 
-from rir_jax import ops
-from rir_jax.ops import onednn
+from rir_jax.kernels import conv as onednn, select
 
 # (height = width, input channels, output channels, stride) of ResNet-20's 3x3 convs.
 SHAPES = ((32, 16, 16, 1), (16, 32, 32, 1), (8, 64, 64, 1), (32, 16, 32, 2), (16, 32, 64, 2))
@@ -62,7 +61,7 @@ def main(argv=None) -> int:
   p.add_argument("--reps", type=int, default=25)
   p.add_argument("--dtype", default="float32,bfloat16")
   args = p.parse_args(argv)
-  available, reason = ops.onednn_usable()
+  available, reason = select.cpu_library_usable()
   if not available:
     print(f"error: oneDNN cannot run here: {reason}", file=sys.stderr)
     return 2

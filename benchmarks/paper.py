@@ -26,8 +26,9 @@ import jax
 
 from benchmarks import compare, report, significance
 from configs import paper
-from rir_jax import ops
+from rir_jax import renamed
 from rir_jax import workdir as workdir_lib
+from rir_jax.kernels import select
 
 # The paper's published test accuracy, where one is recorded (scale=paper only).
 PUBLISHED = {("cifar10", "rir"): 0.9499, ("cifar100", "rir"): 0.7710}
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
       "dataset": args.dataset, "scale": args.scale,
       "train_examples": len(dataset.train_labels), "test_examples": len(dataset.test_labels),
       "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-      "convolutions": ops.resolve(rows[0]["runs"][0]["config"]["conv_impl"]),
+      "convolutions": select.resolve(renamed.saved(rows[0]["runs"][0]["config"])["kernels"]),
       "jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
       "rows": rows, "differences": significance.pairwise(accuracies),
   }

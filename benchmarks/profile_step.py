@@ -1,7 +1,7 @@
 """Where a CPU training step spends its time: a jax.profiler trace, summed by operation.
 
   python -m benchmarks.profile_step                     # resnet, float32, batch 128, oneDNN
-  python -m benchmarks.profile_step --model=rir --dtype=bfloat16 --conv_impl=xla
+  python -m benchmarks.profile_step --model=rir --dtype=bfloat16 --kernels=xla
 
 After warm-up, traces `--steps` steps of the step that benchmarks/throughput.py times,
 then sums the time XLA's CPU runtime spent in each operation of the step: the convolutions
@@ -31,7 +31,8 @@ import time
 import jax
 
 from benchmarks import throughput
-from rir_jax import data, host_memory, ops
+from rir_jax import data, host_memory
+from rir_jax.kernels import select
 
 # XLA's CPU runtime runs a step's operations on its intra-op pool, and the first of
 # them on the client thread that starts the execution: threads so named.
@@ -55,7 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--model", default="resnet", help="resnet, rir, rir_paper, cnn")
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  p.add_argument("--conv_impl", default="onednn", choices=["xla", "onednn"])
+  p.add_argument("--kernels", "--conv_impl", default="cpu_library",
+                 choices=["xla", "cpu_library", *select.OLD_NAMES])
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=5,
                  help="steps timed untraced, then summed from the trace")
@@ -134,11 +136,13 @@ def main(argv=None) -> int:
     print(f"error: profiles the CPU runtime; this backend is {jax.default_backend()}",
           file=sys.stderr)
     return 2
-  if args.conv_impl == "onednn" and not ops.onednn_usable()[0]:
-    print(f"error: oneDNN cannot run here: {ops.onednn_usable()[1]}", file=sys.stderr)
+  args.kernels = select.canonical(args.kernels)
+  if args.kernels == "cpu_library" and not select.cpu_library_usable()[0]:
+    print(f"error: the CPU library cannot run here: {select.cpu_library_usable()[1]}",
+          file=sys.stderr)
     return 2
   dataset = data.load_dataset("synthetic")
-  config = throughput.bench_config(args.model, args.batch, args.dtype, {}, args.conv_impl)
+  config = throughput.bench_config(args.model, args.batch, args.dtype, {}, args.kernels)
   bench = throughput.JaxBench(config, dataset, eval_batch=args.batch)
   for _ in range(WARMUP_STEPS):
     bench.step()
@@ -158,7 +162,7 @@ def main(argv=None) -> int:
   # Above 1, the trace itself slowed the steps it saw: its own long-lived allocations
   # can land in the freed scratch and make the heap grow, i.e. fault, again.
   traced_over_untraced = summary["step_ms"] / costs["untraced_step_ms"]
-  print(json.dumps({"model": args.model, "dtype": args.dtype, "conv_impl": args.conv_impl,
+  print(json.dumps({"model": args.model, "dtype": args.dtype, "kernels": args.kernels,
                     "batch": args.batch, "steps": args.steps, **summary, **costs,
                     "traced_over_untraced": traced_over_untraced}))
   return 0

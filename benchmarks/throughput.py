@@ -42,8 +42,9 @@ import ml_collections
 
 from benchmarks.throughput_table import TORCH_MODES
 from configs import default
-from rir_jax import data, host_memory, loop, ops, parallel, train
+from rir_jax import data, host_memory, loop, parallel, train
 from rir_jax.data import feeding
+from rir_jax.kernels import select
 from rir_jax.models import count_params
 
 try:
@@ -63,8 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--models", default="resnet,rir", help="comma list: resnet, rir, rir_paper")
   p.add_argument("--batch", default="128", help="comma list of batch sizes")
   p.add_argument("--dtype", default="float32", help="comma list: float32, bfloat16")
-  p.add_argument("--conv_impl", default="xla,onednn",
-                 help="comma list: xla, onednn (CPU only; skipped where it cannot run)")
+  p.add_argument("--kernels", "--conv_impl", default="xla,cpu_library",
+                 help="comma list: xla, cpu_library (CPU only; skipped where it cannot run)")
   p.add_argument("--steps", type=int, default=20, help="timed steps per framework")
   p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
   p.add_argument("--eval_batch", type=int, default=1000, help="forward-only batch size")
@@ -78,9 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   for dtype in args.dtype.split(","):
     if dtype not in loop.DTYPES:
       p.error(f"unknown dtype {dtype!r}; choose from {', '.join(loop.DTYPES)}")
-  for impl in args.conv_impl.split(","):
-    if impl not in ("xla", "onednn"):
-      p.error(f"unknown conv_impl {impl!r}; choose from xla, onednn")
+  args.kernels = ",".join(select.OLD_NAMES.get(k, k) for k in args.kernels.split(","))
+  for kernels in args.kernels.split(","):
+    if kernels not in ("xla", "cpu_library"):
+      p.error(f"unknown kernels {kernels!r}; choose from xla, cpu_library")
   for mode in (args.torch_modes or "eager").split(","):
     if mode not in TORCH_MODES:
       p.error(f"unknown torch mode {mode!r}; choose from {', '.join(TORCH_MODES)}")
@@ -129,13 +131,13 @@ def step_flops(compiled: jax.stages.Compiled, step: Callable, *args) -> tuple[fl
 
 
 def bench_config(model: str, batch: int, dtype: str, model_kwargs: dict,
-                 conv_impl: str = "xla") -> ml_collections.ConfigDict:
+                 kernels: str = "xla") -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model = ml_collections.ConfigDict({"name": model, **model_kwargs})
   config.data.name = "synthetic"
   config.batch_size = batch
   config.dtype = dtype
-  config.conv_impl = conv_impl
+  config.kernels = kernels
   config.schedule.name = "constant"  # as the PyTorch side's fixed learning rate
   return config
 
@@ -165,7 +167,7 @@ class JaxBench:
     # XLA's cost analysis sees nothing inside oneDNN's convolutions: the same step on
     # XLA's convolutions, lowered, counts them.
     on_xla = config.copy_and_resolve_references()
-    on_xla.conv_impl = "xla"
+    on_xla.kernels = "xla"
     xla_step = functools.partial(train.train_step,
                                  cfg=loop.make_step_config(on_xla, dataset, plan))
     self.flops, self.flops_source = step_flops(
@@ -304,9 +306,9 @@ def torch_columns(modes: list[str], seconds: dict[str, float], batch: int,
 def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps: int,
             warmup: int, peak_gflops: float, peak_dtype: str, torch_modes: Sequence[str] = (),
             eval_batch: int = 1000, model_kwargs: dict | None = None,
-            conv_impl: str = "xla") -> dict:
+            kernels: str = "xla") -> dict:
   """One result line: JAX (and PyTorch's) training throughput of `model`, and more."""
-  config = bench_config(model, batch, dtype, model_kwargs or {}, conv_impl)
+  config = bench_config(model, batch, dtype, model_kwargs or {}, kernels)
   jax_bench = JaxBench(config, dataset, eval_batch)
   benches = {"jax": jax_bench.step, "jax_fed": jax_bench.fed_step}
   torch_modes = list(torch_modes)
@@ -316,7 +318,7 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
   jax_speed = batch / seconds["jax"]
   gflops = jax_bench.flops / seconds["jax"] / 1e9
   return {
-      "model": model, "batch": batch, "dtype": dtype, "conv_impl": conv_impl,
+      "model": model, "batch": batch, "dtype": dtype, "kernels": kernels,
       "params": jax_bench.params, "jax_images_per_sec": jax_speed,
       **torch_columns(torch_modes, seconds, batch, torch_compile_seconds),
       "train_flops_per_step": jax_bench.flops, "flops_source": jax_bench.flops_source,
@@ -342,15 +344,15 @@ def main(argv=None) -> int:
     return 2
   dataset = data.load_dataset("synthetic")
   peaks = {}
-  impls = args.conv_impl.split(",")
-  if "onednn" in impls and not ops.onednn_usable()[0]:
-    print(f"no oneDNN rows: {ops.onednn_usable()[1]}", file=sys.stderr)
-    impls.remove("onednn")
+  choices = args.kernels.split(",")
+  if "cpu_library" in choices and not select.cpu_library_usable()[0]:
+    print(f"no CPU library rows: {select.cpu_library_usable()[1]}", file=sys.stderr)
+    choices.remove("cpu_library")
   rows = itertools.product(args.models.split(","), args.dtype.split(","),
-                           map(int, args.batch.split(",")), impls)
+                           map(int, args.batch.split(",")), choices)
   scratch = compiling_from_scratch() if "compile" in modes else contextlib.nullcontext()
   with scratch, args.out.open("w") if args.out else contextlib.nullcontext() as out:
-    for model, dtype, batch, conv_impl in rows:
+    for model, dtype, batch, kernels in rows:
       # On a CPU each dtype has its own peak; accelerators are judged by bf16 (MFU).
       # Measured before every row, the best so far: a busy moment of a shared
       # machine should not set the yardstick.
@@ -359,7 +361,7 @@ def main(argv=None) -> int:
       line = json.dumps(measure(model, batch, dtype, dataset=dataset, steps=args.steps,
                                 warmup=args.warmup, torch_modes=modes,
                                 eval_batch=args.eval_batch, peak_gflops=peaks[peak_dtype],
-                                peak_dtype=peak_dtype, conv_impl=conv_impl))
+                                peak_dtype=peak_dtype, kernels=kernels))
       print(line, flush=True)
       if out:
         out.write(line + "\n")

@@ -51,7 +51,7 @@ def row(line: dict, first_of_model: bool, modes: list[str]) -> list[str]:
   compile_time = ([_number(line.get("torch_compile_seconds"), ".1f")]
                   if "compile" in modes else [])
   return [
-      label, line["dtype"], str(line["batch"]), line["conv_impl"],
+      label, line["dtype"], str(line["batch"]), line.get("kernels", line.get("conv_impl")),
       _number(line["jax_images_per_sec"], ",.0f"), *torch_speeds,
       _number(line["jax_gflops_per_sec"], ",.1f"),
       f"{line['fraction_of_peak']:.0%} ({line['peak_gflops_per_sec']:,.0f})",

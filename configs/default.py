@@ -11,7 +11,7 @@ def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
   """`config.model` for model `name`: its name and every argument with its default.
 
   Derived from the model's own fields, so each argument is a --config.model.* key and a
-  key of another model is refused. dtype and conv_impl are set from top-level keys.
+  key of another model is refused. dtype and kernels are set from top-level keys.
   """
   return ml_collections.ConfigDict({"name": name, **models.model_defaults(name), **overrides})
 
@@ -55,10 +55,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.label_smoothing = 0.0
   config.dtype = "float32"          # float32 | bfloat16 (compute; parameters stay float32)
-  # Convolution kernels: xla | onednn (CPU, `pip install -e '.[onednn]'`) | auto (oneDNN
-  # on a CPU where it loads, else XLA). With oneDNN, batch norm's sums run on the same
-  # library's kernels. The same math either way (rounding aside): only speed differs.
-  config.conv_impl = "auto"
+  # The models' kernels: xla | cpu_library (oneDNN's convolutions and the project's batch
+  # norm kernels; CPU, `pip install -e '.[onednn]'`) | auto (the library on a CPU where it
+  # loads, else XLA). The same math either way (rounding aside): only speed differs.
+  # (Formerly conv_impl=xla|onednn|auto, still read: rir_jax/renamed.py.)
+  config.kernels = "auto"
 
   config.log_every_steps = 50
   config.eval_every_epochs = 1.0

@@ -4,7 +4,7 @@
 """
 
 
-def load(path, step="best", *, conv_impl=None):
+def load(path, step="best", *, kernels=None, conv_impl=None):
   """(model, variables, preprocess) of a trained workdir or export; see rir_jax.loading.load."""
   from rir_jax import loading  # lazily: importing the package must not start JAX
-  return loading.load(path, step, conv_impl=conv_impl)
+  return loading.load(path, step, kernels=kernels, conv_impl=conv_impl)

@@ -13,9 +13,10 @@ import socket
 import jax
 import ml_collections
 
-from rir_jax import data, loop, memory_check, ops, optim, warm_start
+from rir_jax import data, loop, memory_check, optim, warm_start
 from rir_jax.data import DATASET_NAMES, batching
 from rir_jax.errors import ConfigError, UsageError, one_line
+from rir_jax.kernels import select
 from rir_jax.models import MODEL_NAMES
 
 
@@ -98,12 +99,13 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   _choice("schedule.name", config.schedule.name, optim.SCHEDULE_NAMES)
   _choice("dtype", config.dtype, ("float32", "bfloat16"))
   _choice("nan_policy", config.nan_policy, ("stop", "skip_step"))
-  _choice("conv_impl", config.conv_impl, ops.IMPLS)
-  if config.conv_impl == "onednn":
-    available, reason = ops.onednn_usable()
+  _choice("kernels", config.kernels, select.CHOICES)
+  if config.kernels == "cpu_library":
+    available, reason = select.cpu_library_usable()
     if not available:
-      raise ConfigError(f"--config.conv_impl=onednn cannot run here ({reason.splitlines()[0]}); "
-                        "pip install -e '.[onednn]', or use auto or xla")
+      raise ConfigError("--config.kernels=cpu_library cannot run here "
+                        f"({reason.splitlines()[0]}); pip install -e '.[onednn]', or use auto "
+                        "or xla")
   _positive(config, "batch_size", "eval_batch_size", "log_every_steps",
             "checkpoint_every_steps", "keep_checkpoints", "optimizer.learning_rate")
   if config.num_train_steps <= 0:

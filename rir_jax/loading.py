@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 from typing import Any
 
@@ -15,6 +16,8 @@ import orbax.checkpoint as ocp
 
 from rir_jax import best as best_lib, exported, model_card
 from rir_jax.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
 
 STEP_NAMES = ("best", "last")
 
@@ -43,24 +46,30 @@ def parse_step(text: str | int) -> str | int:
   raise LoadError(f"--step={text} is not a step; use best, last or a step number")
 
 
-def load(path, step: str | int = "best", *, conv_impl: str | None = None):
+def load(path, step: str | int = "best", *, kernels: str | None = None,
+         conv_impl: str | None = None):
   """(model, variables, preprocess) of a run's workdir or an exported file.
 
   Args:
     path: a training workdir, or a file written by `python -m rir_jax.export`.
     step: for a workdir, "best" (the best validation checkpoint; the last one when the
       run had no validation split), "last" or a step number. An export holds one step.
-    conv_impl: the convolutions' kernels ("xla", "onednn", "auto"); default: the run's.
+    kernels: the back end the model runs on ("xla", "cpu_library", "auto"; see
+      rir_jax.kernels.select); default: the run's.
+    conv_impl: `kernels`' old name, deprecated.
 
   Returns:
     The flax module, its variables {"params", "batch_stats"}, and the Preprocess that
     turns uint8 NHWC images into its input.
   """
-  trained = load_trained(path, step, conv_impl=conv_impl)
+  if conv_impl is not None:
+    log.warning("load(conv_impl=...) is deprecated: use kernels=...")
+    kernels = kernels or conv_impl
+  trained = load_trained(path, step, kernels=kernels)
   return trained.model, trained.variables, trained.preprocess
 
 
-def load_trained(path, step: str | int = "best", *, conv_impl: str | None = None) -> Trained:
+def load_trained(path, step: str | int = "best", *, kernels: str | None = None) -> Trained:
   path = pathlib.Path(path).expanduser()
   step = parse_step(step)
   if path.is_file():
@@ -77,7 +86,7 @@ def load_trained(path, step: str | int = "best", *, conv_impl: str | None = None
     variables = _restore_variables(manager, found)
   else:
     raise LoadError(f"{path} does not exist; give a training workdir or an exported file")
-  return Trained(model=model_card.build_model(card, conv_impl=conv_impl), variables=variables,
+  return Trained(model=model_card.build_model(card, kernels=kernels), variables=variables,
                  preprocess=model_card.preprocess(card), card=card, step=found, source=path)
 
 

@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from rir_jax import (best as best_lib, checkpoint, errors, metrics as metrics_lib,
                      models, optim, parallel, stopping, storage, train, warm_start)
 from rir_jax.data import Dataset, batching, feeding
+from rir_jax.kernels import select
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,10 @@ def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Pla
 
 
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The config's model, on the kernels it names (chosen once per process)."""
   kwargs = models.config_arguments(config.model.name, config.model)
-  return models.get_model(config.model.name, num_classes=num_classes,
-                          dtype=DTYPES[config.dtype], conv_impl=config.conv_impl, **kwargs)
+  return select.build_model(config.model.name, num_classes=num_classes,
+                            kernels=config.kernels, dtype=DTYPES[config.dtype], **kwargs)
 
 
 def make_step_config(config: ml_collections.ConfigDict, dataset: Dataset, plan: Plan,

@@ -1,7 +1,9 @@
 """WORKDIR/model.json: how to rebuild a run's model and feed it, written when training starts.
 
     {"model": {"name": "cnn", "num_classes": 10, ...its arguments},
-     "dtype": "float32", "conv_impl": "auto", "preprocess": {mean, std, class_names, ...}}
+     "dtype": "float32", "kernels": "auto", "preprocess": {mean, std, class_names, ...}}
+
+Cards written before `kernels` was renamed hold "conv_impl" (xla, onednn or auto) instead.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import ml_collections
 
 from rir_jax import loop, models
 from rir_jax.data import Dataset
+from rir_jax.kernels import select
 from rir_jax.preprocess import Preprocess
 
 MODEL_FILE = "model.json"
@@ -28,7 +31,7 @@ def describe(config: ml_collections.ConfigDict, dataset: Dataset) -> dict:
       dtype=config.dtype)
   card = {"model": {"name": config.model.name, "num_classes": dataset.num_classes,
                     **arguments},
-          "dtype": config.dtype, "conv_impl": config.conv_impl,
+          "dtype": config.dtype, "kernels": config.kernels,
           "preprocess": preprocess.to_json()}
   return json.loads(json.dumps(card))  # tuples as lists: the card as it reads back
 
@@ -44,13 +47,20 @@ def read(workdir: pathlib.Path) -> dict:
   return json.loads((workdir / MODEL_FILE).read_text())
 
 
-def build_model(card: dict, *, conv_impl: str | None = None) -> nn.Module:
-  """The card's model; `conv_impl` overrides the kernels it trained with (same math)."""
+def build_model(card: dict, *, kernels: str | None = None) -> nn.Module:
+  """The card's model; `kernels` overrides the kernels it trained with (same math)."""
   arguments = {k: tuple(v) if isinstance(v, list) else v
                for k, v in card["model"].items() if k not in ("name", "num_classes")}
-  return models.get_model(card["model"]["name"], num_classes=card["model"]["num_classes"],
-                          dtype=loop.DTYPES[card["dtype"]],
-                          conv_impl=conv_impl or card["conv_impl"], **arguments)
+  return select.build_model(card["model"]["name"], num_classes=card["model"]["num_classes"],
+                            kernels=kernels or trained_kernels(card),
+                            dtype=loop.DTYPES[card["dtype"]], **arguments)
+
+
+def trained_kernels(card: dict) -> str:
+  """The kernels the card's run trained with (their config value, auto included)."""
+  if "kernels" in card:
+    return card["kernels"]
+  return select.OLD_NAMES.get(card["conv_impl"], card["conv_impl"])  # an older card
 
 
 def preprocess(card: dict) -> Preprocess:

@@ -14,10 +14,10 @@ import traceback
 import jax
 import ml_collections
 
-from rir_jax import (checkpoint, checks, data, errors, kernel_record, loop, metrics,
-                     model_card, parallel, stopping, storage, workdir as workdir_lib,
-                     workdir_lock)
+from rir_jax import (checkpoint, checks, data, errors, loop, metrics, model_card, parallel,
+                     renamed, stopping, storage, workdir as workdir_lib, workdir_lock)
 from rir_jax.data import validation
+from rir_jax.kernels import record as kernel_record
 
 log = logging.getLogger(__name__)
 USAGE_ERRORS = (errors.UsageError, data.DataError, workdir_lib.WorkdirError)
@@ -77,6 +77,7 @@ def _unexpected(error: BaseException, workdir: storage.Path) -> int:
 def launch(config: ml_collections.ConfigDict, workdir: storage.Path, *,
            distributed: Distributed, jax_cache_dir: str) -> int:
   """Runs the whole command; returns the exit code (usage errors exit 2 directly)."""
+  config = renamed.config(config)  # old key names, as old commands and config files hold
   signals = stopping.StopSignals()
   try:
     try:

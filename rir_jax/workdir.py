@@ -8,7 +8,7 @@ import tempfile
 
 import ml_collections
 
-from rir_jax import models, storage, workdir_lock
+from rir_jax import models, renamed, storage, workdir_lock
 
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its results:
@@ -47,13 +47,14 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _with_defaults(saved: dict) -> dict:
-  """A config's JSON with the keys it lacks filled in as they are in effect.
+  """A config's JSON with the keys it lacks filled in as they are in effect, and renamed
+  keys (rir_jax.renamed) under their new names.
 
   Configs used to hold only the model keys they changed (a config file may still): the
   model's own defaults fill in the rest, so a missing key equal to its default is not
   a change, whichever side lacks it.
   """
-  filled = json.loads(json.dumps(saved))
+  filled = renamed.saved(json.loads(json.dumps(saved)))
   for dotted, value in _ADDED_KEYS.items():
     *parents, key = dotted.split(".")
     node = filled

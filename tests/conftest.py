@@ -43,10 +43,10 @@ def prepared_data_dir(shared_data, tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def cpu_kernel_library() -> None:
-  """Builds the project's CPU kernel library (rir_jax.ops.library) once: seconds, then
+  """Builds the project's CPU kernel library (rir_jax.kernels.build) once: seconds, then
   cached on disk. Skips the test where it cannot build or load, saying why."""
-  from rir_jax.ops import library
-  available, reason = library.is_available()
+  from rir_jax.kernels import build
+  available, reason = build.is_available()
   if not available:
     pytest.skip(f"CPU kernel library unavailable: {reason}")
 

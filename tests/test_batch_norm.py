@@ -1,6 +1,6 @@
-"""rir_jax.models.batch_norm against flax.linen.BatchNorm (+ nn.relu), its reference."""
+"""rir_jax.kernels.batch_norm against flax.linen.BatchNorm (+ nn.relu: the models' default
+norm, rir_jax.models.layers.BatchNorm), its reference."""
 import json
-from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -10,10 +10,10 @@ import optax
 import pytest
 
 from benchmarks import batch_norm_ab
-from benchmarks.batch_norm_ab import BatchNorm as FlaxBatchNorm
-from rir_jax import ops
-from rir_jax.models import get_model, layers
-from rir_jax.models.batch_norm import BatchNorm, batch_norm_train
+from rir_jax.kernels import select
+from rir_jax.kernels.batch_norm import BatchNorm, batch_norm_train
+from rir_jax.models import get_model
+from rir_jax.models.layers import BatchNorm as FlaxBatchNorm
 
 MOMENTUM, EPSILON = 0.9, 1e-5
 
@@ -134,19 +134,19 @@ def test_bfloat16_output_from_float32_input_takes_statistics_of_the_float32_inpu
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('conv_impl', ['xla', 'onednn'])
-def test_ab_benchmark_prints_the_step_times(capsys, conv_impl):
-  if conv_impl == 'onednn' and not ops.onednn_usable()[0]:
-    pytest.skip(f"oneDNN cannot run here: {ops.onednn_usable()[1]}")
-  assert batch_norm_ab.main(['--models=resnet', '--dtype=float32', f'--conv_impl={conv_impl}',
+@pytest.mark.parametrize('kernels', ['xla', 'cpu_library'])
+def test_ab_benchmark_prints_the_step_times(capsys, kernels):
+  if kernels == 'cpu_library' and not select.cpu_library_usable()[0]:
+    pytest.skip(f"oneDNN cannot run here: {select.cpu_library_usable()[1]}")
+  assert batch_norm_ab.main(['--models=resnet', '--dtype=float32', f'--kernels={kernels}',
                              '--batch=8', '--steps=2', '--warmup=1']) == 0
   (row,) = map(json.loads, capsys.readouterr().out.splitlines())
-  assert (row['model'], row['dtype'], row['conv_impl']) == ('resnet', 'float32', conv_impl)
+  assert (row['model'], row['dtype'], row['kernels']) == ('resnet', 'float32', kernels)
   assert row['ours_step_ms'] > 0 and row['flax_step_ms'] > 0
   assert row['speedup'] == pytest.approx(row['flax_step_ms'] / row['ours_step_ms'])
   # On the CPU library, a third step takes batch norm's sums on XLA instead.
-  assert ('kernels_speedup' in row) == (conv_impl == 'onednn')
-  if conv_impl == 'onednn':
+  assert ('kernels_speedup' in row) == (kernels == 'cpu_library')
+  if kernels == 'cpu_library':
     assert row['kernels_speedup'] == pytest.approx(
         row['xla_passes_step_ms'] / row['ours_step_ms'])
 
@@ -154,25 +154,23 @@ def test_ab_benchmark_prints_the_step_times(capsys, conv_impl):
 @pytest.mark.parametrize('name,kwargs', [('resnet', dict(depth=8)), ('rir', {}),
                                          ('cnn', {})])
 def test_models_compute_what_they_computed_with_flax_batch_norm(name, kwargs):
-  """Flax's batch norm swapped back into each model (same ReLU flags) changes neither
-  loss nor gradients. Where each ReLU sits is checked against the PyTorch replicas
-  (tests/test_throughput.py)."""
-  model = get_model(name, num_classes=10, **kwargs)
+  """Flax's batch norm (the models' default) in place of ours (what the training code
+  gives them) changes neither loss nor gradients. Where each ReLU sits is checked
+  against the PyTorch replicas (tests/test_throughput.py)."""
+  model = select.build_model(name, num_classes=10, kernels='xla', **kwargs)
   x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
   labels = jnp.arange(4)
   variables = model.init(jax.random.key(1), x, train=False)
 
-  def loss(params):
-    logits, updates = model.apply({**variables, 'params': params}, x, train=True,
-                                  mutable=['batch_stats'])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
-
-  def loss_and_grads():  # traced anew, so with whichever BatchNorm is in place
+  def loss_and_grads(model):
+    def loss(params):
+      logits, updates = model.apply({**variables, 'params': params}, x, train=True,
+                                    mutable=['batch_stats'])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
 
-  ours = loss_and_grads()
-  with mock.patch.object(layers, 'BatchNorm', FlaxBatchNorm):
-    reference = loss_and_grads()
+  ours = loss_and_grads(model)
+  reference = loss_and_grads(get_model(name, num_classes=10, **kwargs))
   assert jax.tree.structure(ours) == jax.tree.structure(reference)
   for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -8,9 +8,8 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rir_jax.models import get_model
-from rir_jax.models.batch_norm import batch_norm_train
-from rir_jax.ops import batch_norm_kernels
+from rir_jax.kernels import batch_norm as batch_norm_kernels, select
+from rir_jax.kernels.batch_norm import batch_norm_train
 
 # Rank 2 to 4; more rows than one chunk of 512 (and not a multiple of it); channel
 # counts that are whole blocks of 16, a block and a remainder, and a remainder alone.
@@ -178,7 +177,7 @@ def test_shard_map_takes_xla_sums():
     ("rir", dict(widths=(16, 32), blocks_per_stage=(1, 1)), 2),  # the two stems only
 ])
 def test_models_take_kernel_sums_on_onednn_and_compute_the_same(name, kwargs, calls):
-  model = get_model(name, num_classes=10, conv_impl="onednn", **kwargs)
+  model = select.build_model(name, num_classes=10, kernels="cpu_library", **kwargs)
   x = jax.random.normal(jax.random.key(0), (8, 16, 16, 3))
   labels = jnp.arange(8) % 10
   variables = model.init(jax.random.key(1), x, train=False)

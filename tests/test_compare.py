@@ -4,7 +4,7 @@ import json
 import pytest
 
 from benchmarks import compare
-from rir_jax import ops
+from rir_jax.kernels import select
 
 pytestmark = pytest.mark.slow
 TINY = ["--dataset=synthetic", "--seeds=1", "--batch_size=16"]
@@ -21,7 +21,7 @@ def test_writes_the_four_files_reuses_finished_runs_and_replaces_stale_ones(tmp_
     assert (out / name).stat().st_size > 0, name
   results = json.loads((out / "results.json").read_text())
   assert [m["model"] for m in results["models"]] == ["cnn", "rir"]
-  assert results["convolutions"] == ops.resolve("auto")
+  assert results["convolutions"] == select.resolve("auto")
   for model in results["models"]:
     assert 0 <= model["accuracy_mean"] <= 1 and model["params"] > 0
     # ~0.27M-parameter models on 32x32 images: tens of MFLOPs, most in convolutions.

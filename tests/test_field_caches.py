@@ -2,6 +2,7 @@
 cached kernel library, prepared data, an image folder edited after it was prepared; and
 the kernels a workdir was trained on, which a resume must not change silently.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from PIL import Image
 from launch_helpers import REPO, launch_command, read_checkpoint, write_tiny_config
 from rir_jax import data
 
-_LOAD_LIBRARY = ("from rir_jax.ops import library; ok, why = library.is_available(); "
+_LOAD_LIBRARY = ("from rir_jax.kernels import build; ok, why = build.is_available(); "
                  "print('available' if ok else 'unavailable: ' + why)")
 
 
@@ -23,8 +24,8 @@ _LOAD_LIBRARY = ("from rir_jax.ops import library; ok, why = library.is_availabl
 def damaged_library_cache(cpu_kernel_library, tmp_path):
   """A copy of the built library's cache folder, the library cut short as a full disk or an
   interrupted copy leaves it."""
-  from rir_jax.ops import library
-  built = library._library_path()  # pylint: disable=protected-access
+  from rir_jax.kernels import build
+  built = build._library_path()  # pylint: disable=protected-access
   cache = tmp_path / "onednn"
   cache.mkdir()
   for path in built.parent.glob(built.name + "*"):
@@ -96,9 +97,19 @@ def test_damaged_prepared_data_names_the_folder_to_delete(tmp_path, caplog):
   assert str(arrays.parent) in str(error.value)
 
 
+def _as_before_kernels_were_named(workdir):
+  """The workdir's files as runs wrote them when `kernels` was `conv_impl`."""
+  for name in ("config.json", "model.json", "kernels.json"):
+    saved = json.loads((workdir / name).read_text())
+    kernels = saved.pop("kernels")
+    saved["conv_impl"] = "onednn" if kernels == "cpu_library" else kernels
+    (workdir / name).write_text(json.dumps(saved))
+
+
 def test_a_resume_keeps_the_kernels_the_workdir_recorded(cpu_kernel_library, tmp_path):
-  """Trained on XLA (the library could not load then), resumed where oneDNN loads: the
-  run keeps XLA and ends bit-identical to the uninterrupted run."""
+  """Trained on XLA (the library could not load then), resumed where the library loads:
+  the run keeps XLA and ends bit-identical to the uninterrupted run, also where its
+  workdir was written before `conv_impl` became `kernels`, as is resumed with the old flag."""
   tiny = write_tiny_config(tmp_path)
   no_library = {**os.environ, "RIR_JAX_ONEDNN_CACHE": "/proc/no_such_cache"}
   reference = tmp_path / "reference"
@@ -111,10 +122,12 @@ def test_a_resume_keeps_the_kernels_the_workdir_recorded(cpu_kernel_library, tmp
   shutil.copytree(reference, workdir)
   for step in ("10", "12"):  # as if stopped at step 8
     shutil.rmtree(workdir / "checkpoints" / step)
+  _as_before_kernels_were_named(workdir)
   resumed = subprocess.run(launch_command(tiny, workdir), cwd=REPO, capture_output=True,
                            text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "keeping xla, as recorded" in resumed.stderr
+  assert "conv_impl=auto is deprecated" in resumed.stderr
   for x, y in zip(jax.tree.leaves(read_checkpoint(workdir, 12)),
                   jax.tree.leaves(read_checkpoint(reference, 12)), strict=True):
     np.testing.assert_array_equal(x, y)
@@ -124,4 +137,5 @@ def test_a_resume_keeps_the_kernels_the_workdir_recorded(cpu_kernel_library, tmp
                                         "--config.num_train_steps=14"),
                          cwd=REPO, capture_output=True, text=True, timeout=300)
   assert other.returncode == 0, other.stderr[-3000:]
+  assert "conv_impl=onednn is deprecated: it reads as kernels=cpu_library" in other.stderr
   assert "will not be bit-identical" in other.stderr

@@ -2,6 +2,7 @@
 import ast
 import importlib
 import json
+import logging
 import pathlib
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import ml_collections
 import pytest
 
-from rir_jax import loop, models, workdir
+from rir_jax import loop, model_card, models, renamed, workdir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if not p.name.startswith("_"))
@@ -37,7 +38,7 @@ def test_every_config_holds_all_its_model_arguments(config_name):
   model = _parse(config_name).model
   expected = {"name", *models.model_defaults(model.name)}
   assert set(model.keys()) == expected
-  assert not expected & set(models.TRAINING_ARGUMENTS)  # dtype, conv_impl stay top-level
+  assert not expected & set(models.TRAINING_ARGUMENTS)  # dtype, kernels stay top-level
 
 
 def test_model_flags_reach_the_model():
@@ -91,3 +92,34 @@ def test_workdir_from_before_resumes_unless_a_model_key_changed(tmp_path):
   partial.model = ml_collections.ConfigDict({"name": "cnn", "convs_per_stage": 6})
   (tmp_path / "config.json").write_text(json.dumps(workdir.config_json(config)))
   workdir.check(tmp_path, partial)
+
+
+def test_conv_impl_reads_as_kernels_with_a_note(caplog):
+  """The old key and its values, on the command line and in a config file."""
+  with caplog.at_level(logging.WARNING):
+    assert renamed.flags(["--config.conv_impl=onednn", "--workdir=w"]) == [
+        "--config.kernels=cpu_library", "--workdir=w"]
+  assert caplog.text.count("\n") == 1 and "conv_impl=onednn is deprecated" in caplog.text
+  config = _parse("cnn_mnist:smoke")
+  with config.unlocked():
+    config.conv_impl = "xla"  # as a config file of before sets it
+  new = renamed.config(config)
+  assert new.kernels == "xla" and "conv_impl" not in new and config.kernels == "auto"
+  assert renamed.config(new) is new
+  new.kernels = "onednn"  # the old value under the new key
+  assert renamed.config(new).kernels == "cpu_library"
+  assert model_card.trained_kernels({"conv_impl": "onednn"}) == "cpu_library"
+
+
+def test_workdir_from_before_kernels_resumes(tmp_path):
+  """config.json (or a study's result.json) written when `kernels` was `conv_impl`."""
+  config = _parse("cnn_mnist:smoke")
+  saved = workdir.config_json(config)
+  saved["conv_impl"] = saved.pop("kernels")
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  workdir.check(tmp_path, config)  # the same run: resumes
+  assert workdir.config_differences(saved, config) == []
+  saved["conv_impl"] = "onednn"
+  assert workdir.config_differences(saved, config) == ["kernels ('cpu_library' -> 'auto')"]
+  config.kernels = "cpu_library"
+  assert workdir.config_differences(saved, config) == []

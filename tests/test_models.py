@@ -1,5 +1,7 @@
 """Models: shapes, parameter counts, and the properties of the paper's Eq. 1."""
+import ast
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +113,22 @@ def test_bad_arguments_are_named_in_one_line():
     models.get_model('resnet', num_classes=10, depth=21)
   with pytest.raises(ValueError, match="shortcut 'option_c'"):
     models.get_model('rir', num_classes=10, shortcut='option_c')
+
+
+def _imported(node: ast.AST) -> list[str]:
+  if isinstance(node, ast.Import):
+    return [alias.name for alias in node.names]
+  if isinstance(node, ast.ImportFrom):
+    return [node.module or '', *(f'{node.module}.{alias.name}' for alias in node.names)]
+  return []
+
+
+def test_models_import_nothing_of_the_kernels():
+  """The models build on the modules they are given (rir_jax.kernels.select picks them)."""
+  for path in sorted(pathlib.Path(models.__file__).parent.glob('*.py')):
+    imported = [name for node in ast.walk(ast.parse(path.read_text()))
+                for name in _imported(node)]
+    assert imported and not [n for n in imported if n.startswith('rir_jax.kernels')], path
 
 
 # --- Eq. 1 ----------------------------------------------------------------------------

@@ -9,8 +9,7 @@ import pytest
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rir_jax import ops
-from rir_jax.ops import onednn
+from rir_jax.kernels import conv as onednn, select
 
 DN = ("NHWC", "HWIO", "NHWC")
 TOLERANCE = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
@@ -93,7 +92,7 @@ def test_flax_conv():
   """nn.Conv with `conv_general_dilated=` has the same params, outputs and grads."""
   x = normal((2, 9, 9, 3))
   make = lambda fn: nn.Conv(4, (3, 3), strides=2, padding=1, conv_general_dilated=fn)
-  onednn_conv, xla_conv = make(ops.conv_general_dilated_for("onednn")), make(None)
+  onednn_conv, xla_conv = make(select.conv_general_dilated_for("cpu_library")), make(None)
   params = xla_conv.init(jax.random.key(1), x)
   assert jax.tree.structure(onednn_conv.init(jax.random.key(1), x)) == jax.tree.structure(params)
   grad = lambda module: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(module.apply(p, x)))))
@@ -115,18 +114,18 @@ def test_vmap():
 
 
 def test_selection(monkeypatch, caplog, request):
-  assert ops.conv_general_dilated_for("xla") is lax.conv_general_dilated
-  assert ops.conv_general_dilated_for("onednn") is onednn.conv_general_dilated
-  assert ops.conv_general_dilated_for("auto") is onednn.conv_general_dilated
-  with pytest.raises(ValueError, match="unknown conv impl"):
-    ops.conv_general_dilated_for("cudnn")
+  assert select.conv_general_dilated_for("xla") is lax.conv_general_dilated
+  assert select.conv_general_dilated_for("cpu_library") is onednn.conv_general_dilated
+  assert select.conv_general_dilated_for("auto") is onednn.conv_general_dilated
+  with pytest.raises(ValueError, match="unknown kernels"):
+    select.conv_general_dilated_for("cudnn")
   monkeypatch.setattr(onednn, "is_available", lambda: (False, "no g++ here"))
-  ops.conv_general_dilated_for.cache_clear()  # the choice is made once per process
-  request.addfinalizer(ops.conv_general_dilated_for.cache_clear)
+  select.resolve.cache_clear()  # the choice is made once per process
+  request.addfinalizer(select.resolve.cache_clear)
   with pytest.raises(RuntimeError, match="no g\\+\\+ here"):
-    ops.conv_general_dilated_for("onednn")
+    select.conv_general_dilated_for("cpu_library")
   with caplog.at_level(logging.INFO):
-    assert ops.conv_general_dilated_for("auto") is lax.conv_general_dilated
+    assert select.conv_general_dilated_for("auto") is lax.conv_general_dilated
   assert "no g++ here" in caplog.text
 
 

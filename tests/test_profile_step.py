@@ -5,7 +5,7 @@ import os
 import pytest
 
 from benchmarks import profile_step
-from rir_jax import ops
+from rir_jax.kernels import select
 
 
 def profile(capsys, *flags: str) -> tuple[list[dict], dict]:
@@ -36,18 +36,18 @@ def check_totals(rows: list[dict], summary: dict) -> None:
 
 @pytest.mark.slow
 def test_xla_step_is_mostly_convolutions_and_fusions(capsys):
-  rows, summary = profile(capsys, "--conv_impl=xla")
+  rows, summary = profile(capsys, "--kernels=xla")
   check_totals(rows, summary)
   kinds = {row["operation"]: row for row in rows}
   assert kinds["xla convolution"]["ms_per_step"] > 0
   assert not any(kind.startswith("onednn") for kind in kinds)
-  assert summary["model"] == "resnet" and summary["conv_impl"] == "xla"
+  assert summary["model"] == "resnet" and summary["kernels"] == "xla"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not ops.onednn_usable()[0], reason="oneDNN cannot run here")
+@pytest.mark.skipif(not select.cpu_library_usable()[0], reason="oneDNN cannot run here")
 def test_onednn_passes_are_named_and_counted(capsys):
-  rows, summary = profile(capsys, "--conv_impl=onednn")
+  rows, summary = profile(capsys, "--conv_impl=onednn")  # the old spelling, still taken
   check_totals(rows, summary)
   calls = {row["operation"]: row["calls_per_step"] for row in rows}
   # ResNet-20 has 19 convolutions; the stem's input needs no gradient.

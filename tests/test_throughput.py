@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks import throughput, throughput_table
 from benchmarks.throughput_table import TORCH_MODES
-from rir_jax import ops
+from rir_jax.kernels import conv, select
 from rir_jax.models import count_params, get_model
 
 POSITIVE = ("params", "jax_images_per_sec", "train_flops_per_step", "jax_gflops_per_sec",
@@ -42,8 +42,8 @@ def test_main_writes_one_json_line_without_torch(tmp_path):
                           "--eval_batch=32", "--no_torch", "--system_malloc",
                           "--out", str(out)]) == 0
   rows = [json.loads(line) for line in out.read_text().splitlines()]
-  # One row per convolution implementation that runs here.
-  assert [row["conv_impl"] for row in rows] == sorted({"xla", ops.resolve("auto")}, reverse=True)
+  # One row per back end that runs here.
+  assert [row["kernels"] for row in rows] == sorted({"xla", select.resolve("auto")}, reverse=True)
   # Both count the convolutions' FLOPs, though XLA cannot see inside oneDNN's.
   assert rows[0]["train_flops_per_step"] == pytest.approx(rows[-1]["train_flops_per_step"],
                                                         rel=0.01)
@@ -205,8 +205,8 @@ def test_replica_computes_the_same_function(name, kwargs):
 
 
 def test_conv_ops_times_every_shape_and_pass_on_both_implementations(capsys):
-  if not ops.onednn.is_available()[0]:
-    pytest.skip(f"oneDNN unavailable: {ops.onednn.is_available()[1]}")
+  if not conv.is_available()[0]:
+    pytest.skip(f"oneDNN unavailable: {conv.is_available()[1]}")
   from benchmarks import conv_ops
   assert conv_ops.main(["--batch=2", "--reps=1", "--dtype=float32"]) == 0
   rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -7,8 +7,9 @@ import optax
 import pytest
 
 from configs import default
-from rir_jax import checkpoint, checks, loop, metrics, ops, optim, parallel, train
+from rir_jax import checkpoint, checks, loop, metrics, optim, parallel, train
 from rir_jax.data import feeding
+from rir_jax.kernels import conv, select
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -179,13 +180,13 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
   jumped from XLA on 1 likewise within 3 steps): a jump, not a drift, as when a ReLU
   input within rounding of zero goes one way in one run and the other in the other.
   """
-  if not ops.onednn.is_available()[0]:
-    pytest.skip(f"oneDNN unavailable: {ops.onednn.is_available()[1]}")
+  if not conv.is_available()[0]:
+    pytest.skip(f"oneDNN unavailable: {conv.is_available()[1]}")
   for dtype, tol in (("float32", 1e-5), ("bfloat16", 2e-2)):
     config = tiny_config(model=ml_collections.ConfigDict(model), dtype=dtype,
-                         conv_impl="xla")
+                         kernels="xla")
     xla, mx = run_steps(config, synthetic, parallel.make_mesh(jax.devices()[:1]), 1)
-    config.conv_impl = "onednn"
+    config.kernels = "cpu_library"
     onednn, mo = run_steps(config, synthetic, parallel.make_mesh(), 1)
     x = jnp.zeros((2, 32, 32, 3), getattr(jnp, dtype))
     variables = jax.device_get(xla)
@@ -201,21 +202,21 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
                                  err_msg=f"{dtype} {jax.tree_util.keystr(path)}")
 
 
-def test_conv_impl_onednn_where_it_cannot_run_is_a_config_error(monkeypatch):
-  monkeypatch.setattr(ops.onednn, "is_available", lambda: (False, "g++ not found"))
-  config = tiny_config(conv_impl="onednn")
-  with pytest.raises(checks.ConfigError, match="conv_impl=onednn cannot run here"):
+def test_kernels_cpu_library_where_it_cannot_run_is_a_config_error(monkeypatch):
+  monkeypatch.setattr(conv, "is_available", lambda: (False, "g++ not found"))
+  config = tiny_config(kernels="cpu_library")
+  with pytest.raises(checks.ConfigError, match="kernels=cpu_library cannot run here"):
     checks.validate(config, device_count=1, process_count=1)
-  config.conv_impl = "auto"
+  config.kernels = "auto"
   checks.validate(config, device_count=1, process_count=1)
 
 
-def test_conv_impl_auto_takes_xla_off_the_cpu(monkeypatch, request):
+def test_kernels_auto_takes_xla_off_the_cpu(monkeypatch, request):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  ops.conv_general_dilated_for.cache_clear()  # the choice is made once per process
-  request.addfinalizer(ops.conv_general_dilated_for.cache_clear)
-  assert ops.onednn_usable() == (False, "the default backend is gpu, and oneDNN runs on "
-                                        "CPUs only")
-  assert ops.resolve("auto") == "xla"
+  select.resolve.cache_clear()  # the choice is made once per process
+  request.addfinalizer(select.resolve.cache_clear)
+  assert select.cpu_library_usable() == (False, "the default backend is gpu, and the CPU "
+                                              "library runs on CPUs only")
+  assert select.resolve("auto") == "xla"
   with pytest.raises(RuntimeError, match="CPUs only"):
-    ops.conv_general_dilated_for("onednn")
+    select.conv_general_dilated_for("cpu_library")

@@ -19,9 +19,8 @@ from launch_helpers import (free_port, launch_command, max_abs_difference, read_
                             result_lines, write_tiny_config)
 from rir_jax import checks, loop, parallel, train
 from rir_jax.data import augment, batching, feeding, loader
-from rir_jax.models import batch_norm
-from rir_jax.models.batch_norm import BatchNorm
-from rir_jax.ops import batch_norm_kernels
+from rir_jax.kernels import batch_norm
+from rir_jax.kernels.batch_norm import BatchNorm
 from test_multihost import FOUR_DEVICES, TIMEOUT_S, Processes
 
 # Across device counts a ReLU whose input lies within rounding of zero can flip, and
@@ -40,7 +39,7 @@ def _dataset():
   return loader.load_dataset("synthetic")  # random images, crop + flip: keys matter
 
 
-def _config(batch_size: int, conv_impl: str) -> ml_collections.ConfigDict:
+def _config(batch_size: int, kernels: str) -> ml_collections.ConfigDict:
   config = default.get_config()
   # 16 and 32 channels: whole vectors for the batch-norm kernels.
   config.model = ml_collections.ConfigDict(
@@ -48,7 +47,7 @@ def _config(batch_size: int, conv_impl: str) -> ml_collections.ConfigDict:
   config.data.name = "synthetic"
   config.batch_size, config.num_train_steps = batch_size, 10
   config.schedule.name = "constant"
-  config.conv_impl = conv_impl
+  config.kernels = kernels
   return config
 
 
@@ -61,8 +60,8 @@ class FirstStep:
   program: str
 
 
-def _first_step(batch_size: int, conv_impl: str, devices: int) -> FirstStep:
-  config, dataset = _config(batch_size, conv_impl), _dataset()
+def _first_step(batch_size: int, kernels: str, devices: int) -> FirstStep:
+  config, dataset = _config(batch_size, kernels), _dataset()
   mesh = parallel.make_mesh(jax.devices()[:devices])
   trainer = loop.Trainer(config, dataset, loop.make_plan(config, len(dataset.train_labels)),
                          mesh=mesh)
@@ -76,8 +75,8 @@ def _first_step(batch_size: int, conv_impl: str, devices: int) -> FirstStep:
 
 
 @functools.cache
-def _one_device(batch_size: int, conv_impl: str) -> FirstStep:
-  return _first_step(batch_size, conv_impl, devices=1)
+def _one_device(batch_size: int, kernels: str) -> FirstStep:
+  return _first_step(batch_size, kernels, devices=1)
 
 
 def _disagreements(reference: FirstStep, other: FirstStep) -> list[str]:
@@ -93,22 +92,22 @@ def _disagreements(reference: FirstStep, other: FirstStep) -> list[str]:
   return found
 
 
-def _kernels(conv_impl, request):
-  if conv_impl == "onednn":
+def _need_library(kernels, request):
+  if kernels == "cpu_library":
     request.getfixturevalue("cpu_kernel_library")
 
 
-@pytest.mark.parametrize("conv_impl", ["xla", "onednn"])
+@pytest.mark.parametrize("kernels", ["xla", "cpu_library"])
 @pytest.mark.parametrize("batch_size", [500, 37])
-def test_eight_devices_train_what_one_device_trains(batch_size, conv_impl, request):
-  _kernels(conv_impl, request)
-  one, eight = _one_device(batch_size, conv_impl), _first_step(batch_size, conv_impl, 8)
+def test_eight_devices_train_what_one_device_trains(batch_size, kernels, request):
+  _need_library(kernels, request)
+  one, eight = _one_device(batch_size, kernels), _first_step(batch_size, kernels, 8)
   assert abs(eight.metrics["loss"] - one.metrics["loss"]) <= 1e-6
   assert eight.metrics["accuracy"] == pytest.approx(one.metrics["accuracy"], abs=1e-6)
   assert _disagreements(one, eight) == []
   for a, b in zip(jax.tree.leaves(one.batch_stats), jax.tree.leaves(eight.batch_stats)):
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
-  if conv_impl == "onednn":  # the padded statistics ran on the weighted kernel
+  if kernels == "cpu_library":  # the padded statistics ran on the weighted kernel
     assert "RirBatchNormWeightedStats" in eight.program
     assert "RirBatchNormWeightedStats" not in one.program
 
@@ -135,13 +134,14 @@ def _padded(x, rows):
   return jnp.concatenate([x, 50.0 + 30.0 * jnp.ones((rows, *x.shape[1:]), x.dtype)])
 
 
-@pytest.mark.parametrize("conv_impl", ["xla", "onednn"])
-def test_batch_norm_leaves_masked_examples_out_of_statistics_and_gradients(conv_impl, request):
-  _kernels(conv_impl, request)
+@pytest.mark.parametrize("kernels", ["xla", "cpu_library"])
+def test_batch_norm_leaves_masked_examples_out_of_statistics_and_gradients(kernels, request):
+  _need_library(kernels, request)
   x = jax.random.normal(jax.random.key(0), (6, 5, 4, 16)) * jnp.arange(1, 17) + 0.7
   cotangent = jax.random.normal(jax.random.key(1), x.shape)
   padded, mask = _padded(x, 2), jnp.arange(8) < 6
-  module = BatchNorm(use_running_average=False, momentum=0.9, relu=True, impl=conv_impl)
+  module = BatchNorm(use_running_average=False, momentum=0.9, relu=True,
+                     kernel_sums=kernels == "cpu_library")
   variables = module.init(jax.random.key(2), x)
 
   def run(inputs, params, mask=None):
@@ -160,7 +160,7 @@ def test_batch_norm_leaves_masked_examples_out_of_statistics_and_gradients(conv_
   for a, b in zip(jax.tree.leaves(dparams), jax.tree.leaves(dparams_padded)):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
   program = str(jax.make_jaxpr(grad)(padded, variables["params"], mask))
-  assert ("RirBatchNormWeightedStats" in program) == (conv_impl == "onednn")
+  assert ("RirBatchNormWeightedStats" in program) == (kernels == "cpu_library")
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -168,7 +168,7 @@ def test_weighted_stats_kernel_weights_each_example(dtype, cpu_kernel_library):
   """More rows than a chunk of 512, and channels past the last whole vector of 16."""
   x = jax.random.normal(jax.random.key(0), (7, 9, 10, 20)).astype(dtype)
   weights = jnp.asarray([1, 0, 1, 1, 0.5, 1, 0], jnp.float32)
-  sums = jax.jit(batch_norm_kernels.stats)(x, weights)
+  sums = jax.jit(batch_norm.stats)(x, weights)
   rows = np.asarray(x, np.float64) * np.asarray(weights)[:, None, None, None]
   expected = [rows.sum((0, 1, 2)), (rows * np.asarray(x, np.float64)).sum((0, 1, 2))]
   np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=1e-4)

@@ -3,7 +3,9 @@
 Every model takes NHWC float images (already normalised), is called as
 `model.apply(variables, x, train=...)` and returns float32 logits (no softmax);
 batch-norm statistics live in the 'batch_stats' collection. In training, `mask=` (one
-bool per example) leaves the False examples (padding) out of those statistics.
+bool per example) leaves the False examples (padding) out of those statistics. Each
+builds its convolutions and batch norms from the modules it is given, `conv` and `norm`
+(rir_jax.models.layers), plain flax by default.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     'rir_paper': RiRPaper,
 }
 MODEL_NAMES = tuple(_MODELS)
-# Model attributes the training code sets from top-level config keys, not from `model`.
-TRAINING_ARGUMENTS = ('dtype', 'conv_impl')
+# Model attributes the training code sets (from top-level config keys), not `model`'s keys.
+TRAINING_ARGUMENTS = ('dtype', 'conv', 'norm', 'stream_norm')
 
 
 def _fields(factory: Callable[..., nn.Module]) -> list[dataclasses.Field]:
@@ -44,8 +46,15 @@ def _fields(factory: Callable[..., nn.Module]) -> list[dataclasses.Field]:
   return [f for f in dataclasses.fields(factory) if f.name not in hidden]
 
 
-def _arguments(factory: Callable[..., nn.Module]) -> list[str]:
-  return [f.name for f in _fields(factory)]
+def _factory(name: str) -> Callable[..., nn.Module]:
+  if name not in _MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+  return _MODELS[name]
+
+
+def model_arguments(name: str) -> list[str]:
+  """Every keyword argument model `name` takes besides num_classes."""
+  return [f.name for f in _fields(_factory(name))]
 
 
 def model_defaults(name: str) -> dict[str, Any]:
@@ -53,9 +62,7 @@ def model_defaults(name: str) -> dict[str, Any]:
 
   The configs derive their `model` from this, so each argument is a --config.model.* key.
   """
-  if name not in _MODELS:
-    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-  return {f.name: f.default for f in _fields(_MODELS[name])
+  return {f.name: f.default for f in _fields(_factory(name))
           if f.name not in TRAINING_ARGUMENTS}
 
 
@@ -70,7 +77,7 @@ def config_arguments(name: str, model_config: Mapping[str, Any]) -> dict[str, An
   gives it: it came with the config's own model (`--config.model.name=resnet` on a CNN
   config). Set to anything else, it stays, and get_model rejects it.
   """
-  accepted = set(_arguments(_MODELS[name])) if name in _MODELS else set()
+  accepted = set(model_arguments(name)) if name in _MODELS else set()
   others = [model_defaults(other) for other in MODEL_NAMES if other != name]
   def from_another_model(key, value):
     return any(key in d and _as_plain(d[key]) == _as_plain(value) for d in others)
@@ -80,9 +87,7 @@ def config_arguments(name: str, model_config: Mapping[str, Any]) -> dict[str, An
 
 def get_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
   """The model registered as `name`; kwargs are its attributes (see its class)."""
-  if name not in _MODELS:
-    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-  accepted = _arguments(_MODELS[name])
+  accepted = model_arguments(name)
   unknown = sorted(set(kwargs) - set(accepted))
   if unknown:
     raise TypeError(f"model {name!r} got unknown argument(s) {', '.join(unknown)}; "
@@ -98,5 +103,5 @@ def count_params(params: Any) -> int:
 __all__ = [
     'CNN', 'GeneralizedResidualBlock', 'MODEL_NAMES', 'PreActBlock', 'ResNet',
     'ResNetInit', 'RiR', 'RiRBlock', 'RiRPaper', 'TRAINING_ARGUMENTS', 'config_arguments',
-    'count_params', 'get_model', 'model_defaults', 'resnet_init_kernel',
+    'count_params', 'get_model', 'model_arguments', 'model_defaults', 'resnet_init_kernel',
 ]

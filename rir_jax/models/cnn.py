@@ -27,33 +27,33 @@ class CNN(nn.Module):
     convs_per_stage: 3x3 conv-BN-ReLU layers per stage.
     downsample: 'conv' or 'max_pool', how stages after the first halve resolution.
     dtype: compute dtype; parameters stay float32.
-    conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
-      and of batch norm's sums (CPU library where oneDNN runs).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
+    conv: the convolutions' module (flax.linen.Conv's arguments; see layers).
+    norm: the batch norms' module (layers.BatchNorm's arguments; see layers).
   """
   num_classes: int
   widths: Sequence[int] = (16, 32, 64)
   convs_per_stage: int = 6
   downsample: str = 'conv'
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = 'xla'
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  conv: layers.ModuleDef = nn.Conv
+  norm: layers.ModuleDef = layers.BatchNorm
 
   def __post_init__(self):
     layers.check_choice('downsample', self.downsample, DOWNSAMPLES)
-    layers.check_choice('conv_impl', self.conv_impl, layers.CONV_IMPLS)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
+    conv, norm = layers.bound(self)
+
     def conv_bn_relu(x, features, strides=1):
-      x = layers.conv(features, 3, strides, dtype=self.dtype, conv_impl=self.conv_impl)(x)
-      return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, conv_impl=self.conv_impl,
-                               relu=True)(x, mask=mask)
+      x = layers.conv(conv, features, 3, strides)(x)
+      return norm(use_running_average=not train, relu=True)(x, mask=mask)
 
     x = conv_bn_relu(x, self.widths[0])
     for stage, width in enumerate(self.widths):

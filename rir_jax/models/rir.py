@@ -52,15 +52,15 @@ class GeneralizedResidualBlock(nn.Module):
   `single_conv=True` computes the same function as ONE convolution over concat(r, t)
   with the kernel of `resnet_init_kernel` (the paper's "ResNet Init"): same
   parameters, same names, so variables move between the two forms unchanged.
+
+  `conv` and `norm` are the modules of its convolutions and of BN_r and BN_t (see layers).
   """
   features: int
   strides: int = 1
   shortcut: str = 'projection'
   single_conv: bool = False
-  dtype: layers.Dtype = jnp.float32
-  conv_impl: str = 'xla'
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
+  conv: layers.ModuleDef = nn.Conv
+  norm: layers.ModuleDef = layers.BatchNorm
 
   @nn.compact
   def __call__(self, r: jax.Array, t: jax.Array, *, train: bool,
@@ -68,8 +68,7 @@ class GeneralizedResidualBlock(nn.Module):
     shape = (3, 3, r.shape[-1], self.features)
     kernels = {name: self.param(name, layers.he_normal, shape, jnp.float32)
                for name in KERNEL_NAMES}
-    conv = functools.partial(layers.conv2d, strides=self.strides, dtype=self.dtype,
-                             conv_impl=self.conv_impl)
+    conv = functools.partial(layers.conv_with, self.conv, strides=self.strides)
     identity = layers.is_identity(r, self.features, self.strides)
     if self.single_conv:
       kernel = resnet_init_kernel(**kernels, add_identity=identity)
@@ -78,14 +77,8 @@ class GeneralizedResidualBlock(nn.Module):
       r_out = conv(r, kernels['kernel_rr']) + conv(t, kernels['kernel_tr'])
       t_out = conv(r, kernels['kernel_rt']) + conv(t, kernels['kernel_tt'])
     if not (identity and self.single_conv):  # else it is inside the kernel already
-      r_out += layers.shortcut(r, self.features, self.strides, self.shortcut,
-                               dtype=self.dtype, conv_impl=self.conv_impl)
-    # r_out and t_out are sums (or slices of one convolution's output) that XLA reads
-    # inside the batch norms' own passes: the kernels' sums would need them written out
-    # first, which costs more than it saves (layers.batch_norm).
-    norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype,
-                             conv_impl=self.conv_impl, relu=True, kernel_sums=False)
+      r_out += layers.shortcut(self.conv, r, self.features, self.strides, self.shortcut)
+    norm = functools.partial(self.norm, use_running_average=not train, relu=True)
     return norm(name='bn_r')(r_out, mask=mask), norm(name='bn_t')(t_out, mask=mask)
 
 
@@ -96,31 +89,27 @@ class RiRBlock(nn.Module):
   the stride and width change, and the outer shortcut (identity, else a 1x1
   'projection' or zero padding) adds the block-input r to the block-output r,
   with no BN or ReLU after the sum. Without `outer_shortcut` the pair is just two
-  generalized blocks in a row (the paper's "ResNet Init" network).
+  generalized blocks in a row (the paper's "ResNet Init" network). `conv` and `norm`
+  are the generalized blocks' (see layers).
   """
   features: int
   strides: int = 1
   shortcut: str = 'projection'
   single_conv: bool = False
   outer_shortcut: bool = True
-  dtype: layers.Dtype = jnp.float32
-  conv_impl: str = 'xla'
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
+  conv: layers.ModuleDef = nn.Conv
+  norm: layers.ModuleDef = layers.BatchNorm
 
   @nn.compact
   def __call__(self, r: jax.Array, t: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    block = functools.partial(
-        GeneralizedResidualBlock, self.features, shortcut=self.shortcut,
-        single_conv=self.single_conv, dtype=self.dtype, conv_impl=self.conv_impl,
-        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+    block = functools.partial(GeneralizedResidualBlock, self.features, shortcut=self.shortcut,
+                              single_conv=self.single_conv, conv=self.conv, norm=self.norm)
     r_in = r
     r, t = block(strides=self.strides)(r, t, train=train, mask=mask)
     r, t = block()(r, t, train=train, mask=mask)
     if self.outer_shortcut:
-      r += layers.shortcut(r_in, self.features, self.strides, self.shortcut,
-                           dtype=self.dtype, conv_impl=self.conv_impl)
+      r += layers.shortcut(self.conv, r_in, self.features, self.strides, self.shortcut)
     return r, t
 
 
@@ -129,31 +118,26 @@ class PlainPairBlock(nn.Module):
 
   x_out = L2(L1(x)) (+ shortcut(x) if `outer_shortcut`): the ResNet block that RiR
   generalizes (with the outer shortcut) or two layers of a plain CNN (without).
-  L1 carries the stride and width change.
+  L1 carries the stride and width change. `conv` and `norm` are the modules of its
+  convolutions and batch norms (see layers).
   """
   features: int
   strides: int = 1
   shortcut: str = 'projection'
   outer_shortcut: bool = True
-  dtype: layers.Dtype = jnp.float32
-  conv_impl: str = 'xla'
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
+  conv: layers.ModuleDef = nn.Conv
+  norm: layers.ModuleDef = layers.BatchNorm
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
     def conv_bn_relu(y, strides):
-      y = layers.conv(self.features, 3, strides, dtype=self.dtype,
-                      conv_impl=self.conv_impl)(y)
-      return layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, conv_impl=self.conv_impl,
-                               relu=True)(y, mask=mask)
+      y = layers.conv(self.conv, self.features, 3, strides)(y)
+      return self.norm(use_running_average=not train, relu=True)(y, mask=mask)
 
     y = conv_bn_relu(conv_bn_relu(x, self.strides), 1)
     if self.outer_shortcut:
-      y += layers.shortcut(x, self.features, self.strides, self.shortcut,
-                           dtype=self.dtype, conv_impl=self.conv_impl)
+      y += layers.shortcut(self.conv, x, self.features, self.strides, self.shortcut)
     return y
 
 
@@ -186,10 +170,12 @@ class RiR(nn.Module):
     block: 'generalized' (two streams, Eq. 1) or 'plain' (one stream, conv-BN-ReLU).
     outer_shortcut: add each RiRBlock's input to its output on the residual stream.
     dtype: compute dtype; parameters stay float32.
-    conv_impl: 'xla', 'onednn' or 'auto' (rir_jax.ops): the kernels of the convolutions,
-      and of batch norm's sums (CPU library where oneDNN runs).
     bn_momentum: batch-norm running-average momentum.
     bn_epsilon: batch-norm epsilon.
+    conv: the convolutions' module (flax.linen.Conv's arguments; see layers).
+    norm: the batch norms' module (layers.BatchNorm's arguments; see layers).
+    stream_norm: the module of Eq. 1's BN_r and BN_t, whose inputs are sums of
+      convolutions; `norm` if None.
   """
   num_classes: int
   widths: Sequence[int] = (8, 16, 32)
@@ -200,9 +186,11 @@ class RiR(nn.Module):
   block: str = 'generalized'
   outer_shortcut: bool = True
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = 'xla'
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  conv: layers.ModuleDef = nn.Conv
+  norm: layers.ModuleDef = layers.BatchNorm
+  stream_norm: layers.ModuleDef | None = None
 
   def __post_init__(self):
     if len(self.widths) != len(self.blocks_per_stage):
@@ -213,24 +201,20 @@ class RiR(nn.Module):
     layers.check_choice('block', self.block, BLOCKS)
     if self.block == 'plain' and self.single_conv:
       raise ValueError("single_conv needs block='generalized': a plain layer has one conv already")
-    layers.check_choice('conv_impl', self.conv_impl, layers.CONV_IMPLS)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
-    norm = functools.partial(layers.batch_norm, train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype,
-                             conv_impl=self.conv_impl)
+    conv, norm = layers.bound(self)
     if self.block == 'plain':
-      x = self._plain_body(x, norm, train, mask)
+      x = self._plain_body(x, conv, norm, train, mask)
     else:
-      x = self._generalized_body(x, norm, train, mask)
+      x = self._generalized_body(x, conv, norm, train, mask)
     if self.head == 'dense':
       return layers.classifier_logits(x, self.num_classes, self.dtype)
-    x = layers.conv(self.num_classes, 1, dtype=self.dtype, conv_impl=self.conv_impl,
-                    name='head_conv')(x)
-    x = norm(name='head_bn')(x, mask=mask)
+    x = layers.conv(conv, self.num_classes, 1, name='head_conv')(x)
+    x = norm(use_running_average=not train, name='head_bn')(x, mask=mask)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
   def _stages(self):
@@ -239,30 +223,27 @@ class RiR(nn.Module):
       for index in range(blocks):
         yield width, 2 if stage > 0 and index == 0 else 1
 
-  def _generalized_body(self, x, norm, train, mask):
+  def _generalized_body(self, x, conv, norm, train, mask):
     def stem(stream):
-      y = layers.conv(self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
-                      name=f'stem_conv_{stream}')(x)
-      return norm(name=f'stem_bn_{stream}', relu=True)(y, mask=mask)
+      y = layers.conv(conv, self.widths[0], 3, name=f'stem_conv_{stream}')(x)
+      return norm(use_running_average=not train, relu=True,
+                  name=f'stem_bn_{stream}')(y, mask=mask)
 
+    stream_norm = norm if self.stream_norm is None else layers.bound_norm(self, self.stream_norm)
     r, t = stem('r'), stem('t')
     for width, strides in self._stages():
       r, t = RiRBlock(width, strides=strides, shortcut=self.shortcut,
                       single_conv=self.single_conv, outer_shortcut=self.outer_shortcut,
-                      dtype=self.dtype, conv_impl=self.conv_impl,
-                      bn_momentum=self.bn_momentum,
-                      bn_epsilon=self.bn_epsilon)(r, t, train=train, mask=mask)
+                      conv=conv, norm=stream_norm)(r, t, train=train, mask=mask)
     return jnp.concatenate([r, t], axis=-1)
 
-  def _plain_body(self, x, norm, train, mask):
-    x = layers.conv(2 * self.widths[0], 3, dtype=self.dtype, conv_impl=self.conv_impl,
-                    name='stem_conv')(x)
-    x = norm(name='stem_bn', relu=True)(x, mask=mask)
+  def _plain_body(self, x, conv, norm, train, mask):
+    x = layers.conv(conv, 2 * self.widths[0], 3, name='stem_conv')(x)
+    x = norm(use_running_average=not train, relu=True, name='stem_bn')(x, mask=mask)
     for width, strides in self._stages():
       x = PlainPairBlock(2 * width, strides=strides, shortcut=self.shortcut,
-                         outer_shortcut=self.outer_shortcut, dtype=self.dtype,
-                         conv_impl=self.conv_impl, bn_momentum=self.bn_momentum,
-                         bn_epsilon=self.bn_epsilon)(x, train=train, mask=mask)
+                         outer_shortcut=self.outer_shortcut, conv=conv,
+                         norm=norm)(x, train=train, mask=mask)
     return x
 
 

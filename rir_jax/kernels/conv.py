@@ -2,8 +2,8 @@
 
 On ResNet-20's CIFAR shapes oneDNN beats XLA's CPU convolutions 1-3x in f32
 (most on the weight gradient) and 2-7x in bf16 (AVX512_BF16). The three passes
-are XLA FFI calls into `onednn_conv.cc`, part of the project's CPU kernel
-library (rir_jax.ops.library: built with g++ on first use against the oneDNN
+are XLA FFI calls into `csrc/onednn_conv.cc`, part of the project's CPU kernel
+library (rir_jax.kernels.build: built with g++ on first use against the oneDNN
 pip put in this environment, and cached on disk). A `jax.custom_vjp` routes
 `jax.grad` through them; custom partitioning keeps a batch-split convolution
 split (each device convolves its slice; the weight gradients are summed).
@@ -19,7 +19,7 @@ from jax import lax
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-from rir_jax.ops import library, partitioning
+from rir_jax.kernels import build, sharding
 
 _TARGETS = {"forward": "RirOnednnConvForward",
             "backward_data": "RirOnednnConvBackwardData",
@@ -29,8 +29,8 @@ _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 
 def is_available() -> tuple[bool, str]:
-  """Whether the kernel library (rir_jax.ops.library) builds and loads here, and why."""
-  return library.is_available()
+  """Whether the kernel library (rir_jax.kernels.build) builds and loads here, and why."""
+  return build.is_available()
 
 
 def _run(pass_: str, a: jax.Array, b: jax.Array, strides: tuple[int, int],
@@ -52,7 +52,7 @@ def _run(pass_: str, a: jax.Array, b: jax.Array, strides: tuple[int, int],
 
 def _shardings(pass_, mesh, arg_shapes):
   """The batch split as the first operand's is (evenly), everything else whole."""
-  batch = partitioning.batch_axes(mesh, arg_shapes[0])
+  batch = sharding.batch_axes(mesh, arg_shapes[0])
   split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
   if pass_ == "backward_weights":
     return batch, (split, split), whole
@@ -68,7 +68,7 @@ def _partition(pass_, strides, pads, spatial, mesh, arg_shapes, result_shape):
     out = _run(pass_, a, b, strides, pads, spatial)
     if pass_ == "backward_weights" and batch is not None:
       # Each device saw only its slice of the batch.
-      out = partitioning.sum_across(out, batch)
+      out = sharding.sum_across(out, batch)
     return out
 
   return mesh, lower, result_sharding, arg_shardings
@@ -86,7 +86,7 @@ def _sharding_rule(pass_, strides, pads, spatial, mesh, operand_types, result_ty
   rule = {"forward": "b h w c, kh kw c o -> b oh ow o",
           "backward_data": "b oh ow o, kh kw c o -> b h w c",
           "backward_weights": "b h w c, b oh ow o -> kh kw c o"}[pass_]
-  return partitioning.sharding_rule(rule, sums_over_batch=pass_ == "backward_weights")
+  return sharding.sharding_rule(rule, sums_over_batch=pass_ == "backward_weights")
 
 
 _run_sharded = custom_partitioning(_run, static_argnums=(0, 3, 4, 5))
@@ -97,7 +97,7 @@ _run_sharded.def_partition(_partition, infer_sharding_from_operands=_infer_shard
 @functools.cache
 def _pass(pass_, strides, pads, spatial):
   """`_run_sharded` as a function of the two operands, with a vmap rule."""
-  return partitioning.sequential_vmap(
+  return sharding.sequential_vmap(
       lambda a, b: _run_sharded(pass_, a, b, strides, pads, spatial))
 
 
@@ -139,7 +139,7 @@ def _applies(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_num
     return False
   if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
     return False
-  if not partitioning.automatic_sharding(lhs, rhs):
+  if not sharding.automatic_sharding(lhs, rhs):
     return False
   return dimension_numbers is not None and (
       lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)

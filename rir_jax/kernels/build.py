@@ -1,9 +1,9 @@
 """The project's CPU kernel library: built with g++ on first use, cached, registered.
 
 One shared library holds every XLA FFI handler the CPU path uses: oneDNN's
-convolutions (`onednn_conv.cc`, against the oneDNN pip put in this environment:
+convolutions (`csrc/onednn_conv.cc`, against the oneDNN pip put in this environment:
 `pip install onednn-cpu-tbb onednn-devel-cpu-tbb`) and batch norm's sums
-(`batch_norm_kernels.cc`). It is compiled for this machine's CPU (`-march=native`)
+(`csrc/batch_norm_kernels.cc`). It is compiled for this machine's CPU (`-march=native`)
 and cached on disk under a key of its sources, jax, oneDNN, the flags and the CPU's
 features, so a home directory shared by different machines holds one build each.
 """
@@ -24,7 +24,7 @@ import threading
 import jax
 
 _HERE = pathlib.Path(__file__).parent
-_SOURCES = (_HERE / "onednn_conv.cc", _HERE / "batch_norm_kernels.cc")
+_SOURCES = (_HERE / "csrc" / "onednn_conv.cc", _HERE / "csrc" / "batch_norm_kernels.cc")
 _CXXFLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
 TARGETS = ("RirOnednnConvForward", "RirOnednnConvBackwardData",
            "RirOnednnConvBackwardWeights", "RirBatchNormStats",

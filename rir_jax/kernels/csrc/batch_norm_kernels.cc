@@ -2,7 +2,7 @@
 // handlers for the CPU: each reads its activations once, in their own dtype.
 //
 // XLA's CPU reductions take in no type conversion, select or broadcast, so the
-// batch norm of rir_jax.models.batch_norm costs XLA a pass writing the
+// batch norm of rir_jax.kernels.batch_norm costs XLA a pass writing the
 // ReLU-masked gradient before its sums, and in bf16 a conversion pass before
 // every sum. These handlers are the same sums with none of those passes:
 //   Stats:     sums = (sum x, sum x^2)

@@ -10,9 +10,16 @@ of g and g * x (g the incoming gradient under the ReLU's mask, recomputed from x
 instead of stored), then dx = g * a + x * slope + offset, no pass writing x - mean.
 Statistics and arithmetic stay float32 whatever the activations' dtype.
 benchmarks/PERFORMANCE.md (section 6) measures what this saves, and what XLA still
-runs as separate passes; on a CPU with the project's kernel library, the two pairs of
-sums run on kernels of their own instead, which read x (and g) once in their own dtype
-(rir_jax.ops.batch_norm_kernels, section 7).
+runs as separate passes.
+
+XLA's CPU reductions take in no type conversion or select, so it spends a pass writing
+the masked g, and in bf16 a pass converting x to f32, before each pair of sums. On a
+CPU with the project's kernel library the two pairs can run instead as FFI calls into
+`csrc/batch_norm_kernels.cc` (`stats`, `grad_sums`): one read of the activations, in
+their own dtype (section 7). They take channels-last activations (rank >= 2), f32 or
+bf16, and return f32 [2, C]; the forward pair may weight each example (f32 [N]; 0 leaves
+a padding row out). A batch-split input stays split: each device sums its slice, then
+the devices' sums are gathered and added in a fixed order.
 
 A per-example `mask` (flax's BatchNorm takes one too) leaves out padding rows: the
 statistics are those of the masked-in examples alone, and so are their gradients.
@@ -29,11 +36,108 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
 
-from rir_jax import ops
-from rir_jax.ops import batch_norm_kernels
+from rir_jax.kernels import build, sharding
 
 _F32 = jnp.float32
+DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+LANES = 16  # channels per vector in batch_norm_kernels.cc (kLanes)
+# How many leading operands of each kernel are split along the batch (activations, and
+# weights per example); the rest, coefficients per channel, are whole.
+_BATCHED = {"RirBatchNormStats": 1, "RirBatchNormWeightedStats": 2, "RirBatchNormGradSums": 2}
+
+
+def applies(*activations: jax.Array) -> bool:
+  """Whether the kernels run on these activations here, and fast: the library loads,
+  they are f32 or bf16 of rank >= 2 whose channels fill whole vectors of LANES, and
+  their sharding is automatic (not explicit, not shard_map).
+
+  The kernels take any channel count, but channels past the last whole vector go one
+  at a time, slower than XLA's reductions (RiR's 8-channel stems: section 7).
+  """
+  return (all(a.dtype in DTYPES and a.ndim >= 2 and a.shape[-1] % LANES == 0
+              for a in activations)
+          and sharding.automatic_sharding(*activations) and build.is_available()[0])
+
+
+def _call(target, relu, *operands):
+  """One FFI call: the two sums, f32 [2, C]."""
+  result = jax.ShapeDtypeStruct((2, operands[0].shape[-1]), jnp.float32)
+  attributes = {} if relu is None else {"relu": relu}
+  return jax.ffi.ffi_call(target, result)(*operands, **attributes)
+
+
+def _shardings(target, mesh, arg_shapes):
+  """Activations and weights split along the batch as the first operand is,
+  coefficients and the sums whole."""
+  batch = sharding.batch_axes(mesh, arg_shapes[0])
+  split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
+  args = tuple(split if i < _BATCHED[target] else whole for i in range(len(arg_shapes)))
+  return batch, args, whole
+
+
+def _partition(target, relu, mesh, arg_shapes, result_shape):
+  del result_shape  # Whole, whatever the operands.
+  batch, arg_shardings, result_sharding = _shardings(target, mesh, arg_shapes)
+
+  def lower(*operands):
+    sums = _call(target, relu, *operands)
+    # Each device summed only its slice of the batch.
+    return sums if batch is None else sharding.sum_across(sums, batch)
+
+  return mesh, lower, result_sharding, arg_shardings
+
+
+def _infer_sharding(target, relu, mesh, arg_shapes, result_shape):
+  """GSPMD (Shardy off): the sums are whole."""
+  del relu, result_shape
+  return _shardings(target, mesh, arg_shapes)[2]
+
+
+def _sharding_rule(target, relu, mesh, operand_types, result_types):
+  """Shardy: only the batch factor `b` may stay split, and the sums reduce over it."""
+  del relu, mesh, result_types
+  rank = len(operand_types[0].shape)
+  x = " ".join(["b", *(f"d{i}" for i in range(rank - 2)), "c"])
+  batched = lambda t: "b" if len(t.shape) == 1 else x  # weights per example, or activations
+  operands = [batched(t) if i < _BATCHED[target] else "k c"
+              for i, t in enumerate(operand_types)]
+  return sharding.sharding_rule(f"{', '.join(operands)} -> s c", sums_over_batch=True)
+
+
+_call_sharded = custom_partitioning(_call, static_argnums=(0, 1))
+_call_sharded.def_partition(_partition, infer_sharding_from_operands=_infer_sharding,
+                            sharding_rule=_sharding_rule)
+
+
+@functools.cache
+def _kernel(target, relu):
+  """`_call_sharded` as a function of the operands, with a vmap rule."""
+  available, reason = build.is_available()  # loads and registers the kernels
+  if not available:
+    raise RuntimeError(f"batch norm kernels unavailable: {reason}")
+  return sharding.sequential_vmap(
+      lambda *operands: _call_sharded(target, relu, *operands))
+
+
+def stats(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  """[sum of x, sum of x^2] over every axis but the last: f32 [2, C]. With `weights`
+  (f32, one per example along x's leading axis), each row counts times its weight."""
+  if weights is None:
+    return _kernel("RirBatchNormStats", None)(x)
+  return _kernel("RirBatchNormWeightedStats", None)(x, weights.astype(jnp.float32))
+
+
+def grad_sums(x: jax.Array, dy: jax.Array, a: jax.Array, b: jax.Array,
+              relu: bool) -> jax.Array:
+  """[sum of g, sum of g * x] (f32 [2, C]); g is dy where x * a + b > 0 (a and b per
+  channel) if `relu`, all of dy otherwise. dy has x's shape, any float dtype the
+  kernels take."""
+  coefficients = jnp.stack([a, b]).astype(jnp.float32)
+  return _kernel("RirBatchNormGradSums", bool(relu))(x, dy, coefficients)
+
 
 
 def _reduced_axes(x: jax.Array) -> tuple[int, ...]:
@@ -61,7 +165,7 @@ def _sums(x: jax.Array, weights: jax.Array | None,
           kernels: bool) -> tuple[jax.Array, jax.Array]:
   """Per channel: sum of x and of x^2 (each row times its example's weight), in f32."""
   if kernels:
-    sums = batch_norm_kernels.stats(x, weights)
+    sums = stats(x, weights)
     return sums[0], sums[1]
   xf = x.astype(_F32)
   weighted = xf if weights is None else xf * _per_example(weights, x)
@@ -77,7 +181,7 @@ def _masked(x, dy, a, b, relu):
 def _grad_sums(x, dy, a, b, relu, kernels):
   """Per channel: sum of g and of g * x, g the masked gradient, in f32."""
   if kernels:
-    sums = batch_norm_kernels.grad_sums(x, dy, a, b, relu)
+    sums = grad_sums(x, dy, a, b, relu)
     return sums[0], sums[1]
   grad = _masked(x, dy, a, b, relu)
   return jnp.sum(grad, _reduced_axes(x)), jnp.sum(grad * x.astype(_F32), _reduced_axes(x))
@@ -136,7 +240,7 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, *,
   Returns (y in `dtype`, else x's; batch mean; biased batch variance), the statistics
   float32 and outside the gradient: they feed the running averages, not the loss, and the
   hand-written backward pass counts on that. `kernels` takes the sums on the CPU
-  kernels of rir_jax.ops.batch_norm_kernels (where `batch_norm_kernels.applies`).
+  kernels (`stats`, `grad_sums`; where `applies`).
   `mask` (one bool per example, the leading axis) keeps only the True examples in
   the statistics; every row is still normalised.
   """
@@ -153,22 +257,17 @@ class BatchNorm(nn.Module):
   except while initialising, moves the running averages towards them:
   average = momentum * average + (1 - momentum) * batch value. Evaluation uses the
   running averages. The output has `dtype` (x's dtype if None). A `mask` (one bool
-  per example) leaves the False examples out of the batch statistics. `impl` is the
-  models' `conv_impl`: where it runs on oneDNN ('onednn', or 'auto' on a CPU with the
-  library), the sums run on the same library's batch-norm kernels
-  (rir_jax.ops.batch_norm_kernels) unless `kernel_sums` is False; the function
-  computed is the same. Turn them off where x is a sum of terms that nothing else
-  needs summed (RiR's streams): XLA adds the terms inside its own reductions, a
-  kernel needs the sum written out first, and that costs more than it saves
-  (benchmarks/PERFORMANCE.md, section 7).
+  per example) leaves the False examples out of the batch statistics. With
+  `kernel_sums`, the sums run on the CPU library's kernels (`stats`, `grad_sums`)
+  where they apply; the function computed is the same. A model's `norm` on that
+  back end (rir_jax.kernels.select).
   """
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-5
   dtype: Any = None
   relu: bool = False
-  impl: str = 'xla'
-  kernel_sums: bool = True
+  kernel_sums: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -181,9 +280,7 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       a = scale * jax.lax.rsqrt(average_var.value + self.epsilon)
       return _apply(x, a, bias - average_mean.value * a, self.relu, dtype)
-    kernels = (self.kernel_sums and ops.resolve(self.impl) == 'onednn'
-               and batch_norm_kernels.applies(x)
-               and jnp.dtype(dtype) in batch_norm_kernels.DTYPES)  # dy's dtype
+    kernels = self.kernel_sums and applies(x) and jnp.dtype(dtype) in DTYPES  # dy's dtype
     y, mean, var = batch_norm_train(x, scale, bias, epsilon=self.epsilon, relu=self.relu,
                                     dtype=dtype, kernels=kernels, mask=mask)
     if not self.is_initializing():
