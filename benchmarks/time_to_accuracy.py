@@ -55,7 +55,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 def parse_args(argv=None) -> argparse.Namespace:
   """The flags, plus `overrides`: every --config.KEY=VALUE, as launch.py takes them."""
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                              epilog="Any --config.KEY=VALUE changes the recipe, as in launch.py.")
   p.add_argument("--preset", choices=PRESETS, help="a goal: its recipe and target")
   p.add_argument("--config", help="recipe: configs/NAME.py[:ARG] (default: the preset's)")
   p.add_argument("--target", type=float, help="test accuracy to reach (default: the preset's)")

@@ -1,9 +1,11 @@
 """config.stop_at_accuracy: a run ends at its first eval that reaches the target, else at its end."""
+import json
+
 import pytest
 
 from configs import default
 from launch_helpers import tiny_config
-from rir_jax import checkpoint, config_check, loop, metrics
+from rir_jax import checkpoint, config_check, loop, metrics, workdir
 
 
 def _evals(workdir) -> list[tuple[int, float]]:
@@ -51,3 +53,14 @@ def test_a_target_outside_zero_to_one_is_a_config_error(value):
   config.stop_at_accuracy = value
   with pytest.raises(config_check.ConfigError, match="stop_at_accuracy"):
     config_check.validate(config, device_count=1, process_count=1)
+
+
+def test_a_workdir_from_before_the_key_resumes_while_it_stays_off(tmp_path):
+  config = default.get_config()
+  saved = workdir.config_json(config)
+  del saved["stop_at_accuracy"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  workdir.check(tmp_path, config)
+  config.stop_at_accuracy = 0.9
+  with pytest.raises(workdir.WorkdirError, match="stop_at_accuracy"):
+    workdir.check(tmp_path, config)
