@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.eval_every_epochs = 1.0
   config.eval_every_steps = -1      # > 0 overrides eval_every_epochs
+  # > 0: the run ends, as a finished one (that step checkpointed), at the first eval whose
+  # accuracy reaches this fraction (0.995): test accuracy, or validation where held out.
+  config.stop_at_accuracy = 0.0
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 3
 

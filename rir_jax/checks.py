@@ -112,7 +112,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _positive(config, "num_epochs")
   if config.eval_every_steps <= 0:
     _positive(config, "eval_every_epochs")
-  for key in ("optimizer.momentum", "label_smoothing", "schedule.decay_factor"):
+  for key in ("optimizer.momentum", "label_smoothing", "schedule.decay_factor",
+              "stop_at_accuracy"):
     if not 0 <= _get(config, key) <= 1:
       raise ConfigError(f"--config.{key} must be in [0, 1], got {_get(config, key)!r}")
   if config.data.validation_examples < 0:

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rir_jax import (best as best_lib, checkpoint, errors, metrics as metrics_lib,
-                     models, optim, parallel, stopping, storage, train, warm_start)
+                     models, optim, parallel, stopping, storage, target, train, warm_start)
 from rir_jax.data import Dataset, batching, feeding
 from rir_jax.kernels import select
 
@@ -282,7 +282,10 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
   train_log = _TrainLog(config.batch_size)
   final = {}
   first = True
-  for step in range(start, plan.total_steps):
+  eval_data = test_data if val_data is None else val_data
+  end = (start if target.ended_at(config.stop_at_accuracy, start, plan.eval_every,
+                                  lambda: trainer.evaluate(eval_data)) else plan.total_steps)
+  for step in range(start, end):
     batch = next(batches)
     if first:
       trainer.compile(batch)
@@ -299,7 +302,9 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
       progress.update(done, scalars["train/loss"], scalars["train/images_per_sec"])
     if done % plan.eval_every == 0 or is_last:
       paused = time.perf_counter()
-      scalars, final = _evaluate(trainer, test_data, val_data, best, done, is_last)
+      scalars, final = _evaluate(trainer, test_data, val_data, best, done, is_last,
+                                 config.stop_at_accuracy)
+      is_last = is_last or target.reached(config.stop_at_accuracy, scalars)  # stop_at_accuracy
       writer.write(done, {**scalars, "train/epoch": done / plan.steps_per_epoch})
       train_log.exclude_since(paused)
     saving = done % plan.checkpoint_every == 0 or is_last
@@ -317,14 +322,16 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
         _flush_into(writer, train_log, config.nan_policy, done)
         ckpts.save(done, trainer.state)
       raise stopping.Stopped(signum, done)
+    if is_last:  # stop_at_accuracy reached before the last step
+      break
   progress.close()
-  if not final:  # resumed at the very end: the last eval is re-made for the caller
+  if not final:  # resumed at the very end (or target): the last eval is re-made for the caller
     final = trainer.evaluate(test_data)
   return final
 
 
 def _evaluate(trainer: Trainer, test_data, val_data, best: best_lib.BestCheckpoint | None,
-              step: int, is_last: bool) -> tuple[dict, dict]:
+              step: int, is_last: bool, stop_at: float) -> tuple[dict, dict]:
   """(the eval line's scalars, the test split's results or {}).
 
   With a validation split, evals run on it and choose the best checkpoint; the test
@@ -337,7 +344,7 @@ def _evaluate(trainer: Trainer, test_data, val_data, best: best_lib.BestCheckpoi
   scalars = trainer.evaluate(val_data, prefix="val")
   best.offer(step, scalars["val/accuracy"], trainer.state)
   scalars.update({"best/step": best.step, "best/accuracy": best.accuracy})
-  final = trainer.evaluate(test_data) if is_last else {}
+  final = trainer.evaluate(test_data) if is_last or target.reached(stop_at, scalars) else {}
   return {**scalars, **final}, final
 
 

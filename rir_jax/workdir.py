@@ -22,6 +22,7 @@ _ADDED_KEYS = {
     "init_from": None,
     "init_batch_stats": True,
     "init_new_head": False,
+    "stop_at_accuracy": 0.0,
 }
 
 
