@@ -1,7 +1,7 @@
 """Prepared datasets in a gs:// data_dir, read through a local mirror.
 
-array_record reads local files only, and the datasets are small next to a run (MNIST
-~50 MB, CIFAR ~180 MB prepared), so a gs:// data_dir is mirrored, one dataset folder at
+array_record reads local files only, and the datasets are small next to a run (tens to
+hundreds of MB prepared), so a gs:// data_dir is mirrored, one dataset folder at
 a time, into ~/.cache/rir_jax/gcs/BUCKET/FOLDER: the first run on a machine copies it,
 later runs list the objects and copy only those whose version (GCS generation and size)
 changed since they were last copied. `prepare` into a gs:// data_dir prepares in the

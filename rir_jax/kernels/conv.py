@@ -1,7 +1,7 @@
 """2-D convolution on oneDNN for JAX on CPU: forward and both gradients.
 
-On ResNet-20's CIFAR shapes oneDNN beats XLA's CPU convolutions 1-3x in f32
-(most on the weight gradient) and 2-7x in bf16 (AVX512_BF16). The three passes
+On the CIFAR models' shapes oneDNN is faster than XLA's CPU convolutions, most on the
+weight gradient and in bf16 (benchmarks/PERFORMANCE.md, section 1). The three passes
 are XLA FFI calls into `csrc/onednn_conv.cc`, part of the project's CPU kernel
 library (rir_jax.kernels.build: built with g++ on first use against the oneDNN
 pip put in this environment, and cached on disk). A `jax.custom_vjp` routes

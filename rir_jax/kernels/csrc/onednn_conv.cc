@@ -43,7 +43,7 @@ struct Problem {
 // A primitive with what running it takes. Activations stay in XLA's NHWC
 // layout (blocked ones gained nothing), but the weights take the layout the
 // primitive prefers: with plain HWIO weights oneDNN falls back to im2col+GEMM
-// for both backward passes, 2-5x slower. The reorder costs little: weights
+// for both backward passes, several times slower. The reorder costs little: weights
 // are small.
 struct Compiled {
   dnnl::primitive primitive;
