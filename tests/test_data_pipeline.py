@@ -138,7 +138,7 @@ def test_the_train_step_augments_with_its_rng_folded_with_the_step(tiny, synthet
   config = tiny_config(tiny)
   plan = loop.make_plan(config, len(synthetic.train_labels))
   crop = loop.make_step_config(config, synthetic, plan, device_count=1)
-  steps = {cfg.augmentation: jax.jit(train.bind(train.train_step, cfg))
+  steps = {cfg.augmentation: jax.jit(functools.partial(train.train_step, cfg=cfg))
            for cfg in (crop, dataclasses.replace(crop, augmentation='none'))}
   state = train.create_train_state(crop, config.seed, synthetic.train_images.shape[1:])
   batch = {'image': jnp.asarray(synthetic.train_images[:config.batch_size]),
