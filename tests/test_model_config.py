@@ -100,7 +100,7 @@ def test_conv_impl_reads_as_kernels_with_a_note(caplog):
     assert renamed.flags(["--config.conv_impl=onednn", "--workdir=w"]) == [
         "--config.kernels=cpu_library", "--workdir=w"]
   assert caplog.text.count("\n") == 1 and "conv_impl=onednn is deprecated" in caplog.text
-  config = _parse("cnn_mnist:smoke")
+  config = _parse("mnist:model=cnn,smoke")
   with config.unlocked():
     config.conv_impl = "xla"  # as a config file of before sets it
   new = renamed.config(config)
@@ -113,7 +113,7 @@ def test_conv_impl_reads_as_kernels_with_a_note(caplog):
 
 def test_workdir_from_before_kernels_resumes(tmp_path):
   """config.json (or a study's result.json) written when `kernels` was `conv_impl`."""
-  config = _parse("cnn_mnist:smoke")
+  config = _parse("mnist:model=cnn,smoke")
   saved = workdir.config_json(config)
   saved["conv_impl"] = saved.pop("kernels")
   (tmp_path / "config.json").write_text(json.dumps(saved))
