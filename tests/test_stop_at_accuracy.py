@@ -6,6 +6,7 @@ import pytest
 from configs import default
 from launch_helpers import tiny_config
 from rir_jax import checkpoint, checks, loop, metrics, workdir
+from rir_jax.data import validation
 
 
 def _evals(workdir) -> list[tuple[int, float]]:
@@ -45,6 +46,18 @@ def test_runs_to_the_end_when_no_eval_reaches_the_target(tiny, synthetic, full_r
   assert _evals(tmp_path) == full_run
   assert final["eval/accuracy"] == full_run[-1][1]
   assert checkpoint.newest_step(tmp_path / "checkpoints") == 12
+
+
+def test_with_a_validation_split_its_evals_decide_and_the_test_split_closes(tiny, tmp_path):
+  config = tiny_config(tiny, num_train_steps=12, checkpoint_every_steps=100,
+                       stop_at_accuracy=0.01)
+  config.data.validation_examples = 256
+  final = loop.train_and_evaluate(config, tmp_path, validation.load_for_config(config.data))
+  (line,) = [line for line in metrics.read_metrics(tmp_path / "metrics.jsonl")
+             if "val/accuracy" in line]
+  assert line["step"] == 4 and line["val/accuracy"] >= 0.01
+  assert final["eval/accuracy"] == line["eval/accuracy"]  # the test split, once, at the end
+  assert checkpoint.newest_step(tmp_path / "checkpoints") == 4
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5])

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from benchmarks import time_to_accuracy
+from rir_jax import checks
 
 # 625 steps of 16 make an epoch of the 10,000 synthetic images: an eval every 4 steps.
 EVERY_4_STEPS = str(4 / 625)
@@ -49,3 +50,13 @@ def test_a_missed_target_runs_to_the_end_and_has_no_time(tiny, tmp_path, capsys)
 def test_overrides_must_be_config_keys(tiny, tmp_path):
   with pytest.raises(SystemExit):
     time_to_accuracy.main([f"--config={tiny}", "--target=0.5", "--seeds=1", "--bogus=1"])
+
+
+@pytest.mark.parametrize("preset", sorted(time_to_accuracy.PRESETS))
+def test_every_preset_is_a_valid_recipe_and_target(preset, monkeypatch):
+  monkeypatch.chdir(time_to_accuracy.REPO)  # presets name their config files from the root
+  spec = time_to_accuracy.PRESETS[preset]
+  config = time_to_accuracy.seed_config(time_to_accuracy.load_recipe(spec.config, []), 0,
+                                        spec.target, None)
+  checks.validate(config, device_count=1, process_count=1)
+  assert config.data.name == preset and config.stop_at_accuracy == spec.target
