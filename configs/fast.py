@@ -17,11 +17,10 @@ bfloat16. No augmentation: MNIST has none in this project.
 
 Measured on a 2-core CPU shared with other jobs (benchmarks/results/tta_*; wall time there
 is pessimistic, accuracy is not): MNIST ends its 3 epochs at 99.50-99.59% (seeds 0-2; a
-2.5-epoch budget ends at 99.46-99.54%, reaching the target on half the seeds); at an
-estimated 2,250-2,650 img/s on a quiet machine (1,260-1,380 measured under load), that is
-about 80-93 s with compile: at the edge of 90 s on both counts. A light random-translate
-augmentation is what would give margin. Fashion-MNIST reaches 93% at epoch 6 of 8 (93.37%
-and 93.06%, seeds 0-1): about 2.5-3 minutes quiet, 5 under load.
+2.5-epoch budget ends at 99.46-99.54%, reaching the target on half the seeds), at
+1,260-1,380 img/s under that load; whether it fits 90 s on a quiet machine is not measured
+yet. A light random-translate augmentation is what would give margin. Fashion-MNIST
+reaches 93% at epoch 6 of 8 (93.37% and 93.06%, seeds 0-1).
 """
 from __future__ import annotations
 
