@@ -217,3 +217,21 @@ def test_conv_ops_times_every_shape_and_pass_on_both_implementations(capsys):
     # Both sides rounded as printed: ms to 4 decimals, the speed-up to 2.
     assert row["speedup"] == pytest.approx(row["xla_ms"] / row["onednn_ms"], rel=0.01,
                                            abs=0.005)
+
+
+def test_throughput_ab_sets_medians_and_ratio_side_by_side(tmp_path):
+  from benchmarks import throughput_ab
+  line = {"model": "resnet", "batch": 128, "dtype": "float32"}
+  for side, runs in (("a", (100.0, 300.0, 170.0)), ("b", (400.0, 110.0, 187.0))):
+    for i, speed in enumerate(runs):
+      (tmp_path / f"{side}{i}.jsonl").write_text(
+          json.dumps({**line, "jax_images_per_sec": speed}) + "\n"
+          + json.dumps({**line, "model": "rir", "jax_images_per_sec": speed / 2}) + "\n")
+  table = throughput_ab.markdown(throughput_ab.speeds(throughput_ab.read_runs(f"{tmp_path}/a*")),
+                                 throughput_ab.speeds(throughput_ab.read_runs(f"{tmp_path}/b*")))
+  rows = {cells[0]: cells for cells in (line.split(" | ") for line in table.splitlines()[2:])}
+  assert rows["| resnet"][3:8] == ["100, 300, 170", "400, 110, 187", "170", "187", "1.100"]
+  assert rows["| rir"][5:8] == ["85", "94", "1.100"]  # the medians halved: same ratio
+  assert rows["| resnet"][8] == "3.00, 3.64 |"
+  with pytest.raises(SystemExit, match="no file matches"):
+    throughput_ab.read_runs(f"{tmp_path}/none*")
