@@ -15,12 +15,10 @@ CNN of configs/cnn_mnist.py, whose first stage alone runs 6 convolutions at 28x2
 momentum, lr 0.1 cosine to zero over the budget (0.2 diverges), label smoothing 0.1,
 bfloat16. No augmentation: MNIST has none in this project.
 
-Measured on a 2-core CPU shared with other jobs (benchmarks/results/tta_*; wall time there
-is pessimistic, accuracy is not): MNIST ends its 3 epochs at 99.50-99.59% (seeds 0-2; a
-2.5-epoch budget ends at 99.46-99.54%, reaching the target on half the seeds), at
-1,260-1,380 img/s under that load; whether it fits 90 s on a quiet machine is not measured
-yet. A light random-translate augmentation is what would give margin. Fashion-MNIST
-reaches 93% at epoch 6 of 8 (93.37% and 93.06%, seeds 0-1).
+Measured on a quiet 2-core CPU (benchmarks/results/tta_*, 3 seeds): MNIST ends its 3
+epochs at 99.50-99.59% in a median 115 s, ~1,760 img/s: short of 90 s (a 2.5-epoch
+budget ends at 99.46-99.54%, reaching the target on half the seeds). Fashion-MNIST
+reaches 93% at epoch 6 of 8 (93.06-93.37%) in a median 213 s.
 """
 from __future__ import annotations
 
