@@ -87,12 +87,23 @@ def base_config(spec: str, args: argparse.Namespace) -> ml_collections.ConfigDic
   return config
 
 
+def finished(config, workdir: pathlib.Path) -> dict | None:
+  """The result of a finished run of exactly this config in `workdir`, else None."""
+  done = workdir / "result.json"
+  if not done.exists():
+    return None
+  result = json.loads(done.read_text())
+  if workdir_lib.config_differences(result["config"], config):
+    return None
+  result.setdefault("trained_from_step", _last_start(workdir / "metrics.jsonl"))  # older
+  return result
+
+
 def run_one(config, dataset, workdir: pathlib.Path) -> dict:
   """Trains one (model, seed) with launch.py's loop; reuses a finished run's result."""
-  done = workdir / "result.json"
-  if done.exists() and not workdir_lib.config_differences(
-      json.loads(done.read_text())["config"], config):
-    return json.loads(done.read_text())
+  result = finished(config, workdir)
+  if result is not None:
+    return result
   checks.validate(config, device_count=jax.device_count(), process_count=1)
   try:
     workdir_lib.check(workdir, config)
@@ -110,6 +121,7 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
   result = {
       "seed": config.seed, "eval/accuracy": final["eval/accuracy"],
       "eval/loss": final["eval/loss"], "wall_seconds": wall,
+      "trained_from_step": _last_start(workdir / "metrics.jsonl"),
       "compile_seconds": next(l["train/compile_seconds"] for l in lines
                               if "train/compile_seconds" in l),
       "images_per_sec": statistics.median(speeds) if speeds else None,
@@ -117,8 +129,18 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
                  if k in l} for l in lines if "train/loss" in l or "eval/accuracy" in l],
       "config": workdir_lib.config_json(config),
   }
-  done.write_text(json.dumps(result))
+  (workdir / "result.json").write_text(json.dumps(result))
   return result
+
+
+def _last_start(metrics_file: pathlib.Path) -> int | None:
+  """The step this run's last process started from: 0 unless it was resumed, where its
+  `wall_seconds` covers only the steps after it. None where the metrics are gone."""
+  if not metrics_file.exists():
+    return None
+  starts = [line["step"] for line in metrics.read_metrics(metrics_file)
+            if "train/compile_seconds" in line]  # one line per process, at its first step
+  return starts[-1] if starts else None
 
 
 def model_facts(config, dataset) -> dict:
@@ -148,8 +170,14 @@ def summarize(name: str, facts: dict, runs: list[dict]) -> dict:
       "loss_mean": statistics.mean(r["eval/loss"] for r in runs),
       "images_per_sec": statistics.median(speeds) if speeds else None,
       "compile_seconds": statistics.median(r["compile_seconds"] for r in runs),
-      "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
+      "wall_seconds_mean": _wall_mean(runs),
   }
+
+
+def _wall_mean(runs: list[dict]) -> float | None:
+  """Mean wall time of the runs trained start to end in one process (None: none was)."""
+  whole = [r["wall_seconds"] for r in runs if r.get("trained_from_step") == 0]
+  return statistics.mean(whole) if whole else None
 
 
 def prepare(args: argparse.Namespace):

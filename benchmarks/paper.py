@@ -27,7 +27,6 @@ import jax
 from benchmarks import compare, report, significance
 from configs import paper
 from rir_jax import renamed
-from rir_jax import workdir as workdir_lib
 from rir_jax.kernels import select
 
 # The paper's published test accuracy, where one is recorded (scale=paper only).
@@ -69,15 +68,6 @@ def row_config(row: str, seed: int, args: argparse.Namespace):
   return config
 
 
-def finished(config, workdir: pathlib.Path) -> dict | None:
-  """The result of a finished run of exactly this config, else None."""
-  done = workdir / "result.json"
-  if not done.exists():
-    return None
-  result = json.loads(done.read_text())
-  return None if workdir_lib.config_differences(result["config"], config) else result
-
-
 def last_epoch_gain(run: dict) -> float | None:
   """Test accuracy gained between the last two evaluations (one epoch apart)."""
   evals = [p["eval/accuracy"] for p in run["curve"] if "eval/accuracy" in p]
@@ -113,8 +103,10 @@ def markdown(results: dict) -> str:
         f"| {m['model']} | {m['params'] / 1e6:.3f}M | {m['forward_flops_per_example'] / 1e6:.1f} "
         f"| {len(m['runs'])} | {100 * m['accuracy_mean']:.2f}% ± {100 * m['accuracy_std']:.2f} "
         f"| {seeds} | {published} | {gain} | {report._fmt_speed(m['images_per_sec'])} "
-        f"| {m['wall_seconds_mean']:.0f} |")
-  lines += ["", "Differences (Welch's t, 95% confidence interval over seeds):", ""]
+        f"| {report.wall(m['wall_seconds_mean'])} |")
+  lines += ["", "wall s/run: the mean over runs trained in one process (a resumed run's time "
+            "covers only its last part; n/a where every run was resumed).", "",
+            "Differences (Welch's t, 95% confidence interval over seeds):", ""]
   lines += [f"- {significance.sentence(c)}" for c in results["differences"]]
   lines += ["", f"Command: `{results['command']}`"]
   if results["runs_finished"] < results["runs_planned"]:
@@ -133,7 +125,7 @@ def main(argv=None) -> int:
   for seed in range(args.seeds):
     for row in args.rows:
       config, workdir = row_config(row, seed, args), args.out / "runs" / row / f"seed{seed}"
-      result = finished(config, workdir)
+      result = compare.finished(config, workdir)
       if result is None and not args.report_only:
         print(f"== {row} seed {seed}", flush=True)
         result = compare.run_one(config, dataset, workdir)

@@ -10,6 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+def wall(seconds: float | None) -> str:
+  """A model's mean wall s/run; "n/a" where every run was resumed (a part of its time)."""
+  return "n/a" if seconds is None else f"{seconds:.0f}"
+
+
 def _fmt_speed(value) -> str:
   return f"{value:,.0f}" if value else "n/a"
 
@@ -32,7 +37,7 @@ def markdown(results: dict) -> str:
         f"| {m['model']} | {m['params'] / 1e6:.3f}M | {m['forward_flops_per_example'] / 1e6:.1f} "
         f"| {100 * m['accuracy_mean']:.2f}% ± {100 * m['accuracy_std']:.2f} | {seeds} "
         f"| {m['loss_mean']:.4f} | {_fmt_speed(m['images_per_sec'])} "
-        f"| {m['compile_seconds']:.1f} | {m['wall_seconds_mean']:.0f} |")
+        f"| {m['compile_seconds']:.1f} | {wall(m['wall_seconds_mean'])} |")
   rows += ["", f"Command: `{results['command']}`", ""]
   return "\n".join(rows)
 

@@ -28,6 +28,8 @@ def test_writes_the_four_files_reuses_finished_runs_and_replaces_stale_ones(tmp_
     assert model["forward_flops_per_example"] > 20e6 and model["compile_seconds"] > 0
     evals = [p for p in model["runs"][0]["curve"] if "eval/accuracy" in p]
     assert len(evals) >= 4  # the curve has a shape even on a budget of 4 steps
+    assert model["runs"][0]["trained_from_step"] == 0
+    assert model["wall_seconds_mean"] == model["runs"][0]["wall_seconds"] > 0
   table = (out / "results.md").read_text()
   assert "| cnn |" in table and "| rir |" in table and "--steps=4" in table
 
@@ -42,3 +44,20 @@ def test_writes_the_four_files_reuses_finished_runs_and_replaces_stale_ones(tmp_
   # The out-of-date run was set aside whole, not deleted.
   aside, = (out / "runs").rglob("seed0.replaced-*")
   assert json.loads((aside / "result.json").read_text())["curve"][-1]["step"] == 4
+
+
+def test_wall_time_counts_only_runs_trained_in_one_process(tmp_path):
+  from rir_jax import metrics
+  log = tmp_path / "metrics.jsonl"
+  writer_lines = [{"step": 0, "train/compile_seconds": 2.0}, {"step": 5, "train/loss": 1.0},
+                  {"step": 5, "train/compile_seconds": 1.5}, {"step": 9, "train/loss": 0.5}]
+  log.write_text("".join(json.dumps(line) + "\n" for line in writer_lines))
+  assert metrics.read_metrics(log)[-1]["step"] == 9
+  assert compare._last_start(log) == 5  # resumed at step 5
+  assert compare._last_start(tmp_path / "gone.jsonl") is None
+  runs = [{"wall_seconds": 100.0, "trained_from_step": 0},
+          {"wall_seconds": 30.0, "trained_from_step": 5},  # its last part only
+          {"wall_seconds": 80.0, "trained_from_step": None},  # unknown
+          {"wall_seconds": 120.0, "trained_from_step": 0}]
+  assert compare._wall_mean(runs) == 110.0
+  assert compare._wall_mean(runs[1:3]) is None
