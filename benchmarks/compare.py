@@ -25,7 +25,7 @@ import ml_collections
 
 from benchmarks import report
 from configs import cifar, mnist
-from rir_jax import checks, data, host_memory, loop, metrics
+from rir_jax import checkpoint, checks, data, host_memory, loop, metrics
 from rir_jax import workdir as workdir_lib
 from rir_jax.kernels import select
 from rir_jax.models import count_params
@@ -95,7 +95,8 @@ def finished(config, workdir: pathlib.Path) -> dict | None:
   result = json.loads(done.read_text())
   if workdir_lib.config_differences(result["config"], config):
     return None
-  result.setdefault("trained_from_step", _last_start(workdir / "metrics.jsonl"))  # older
+  if "trained_from_step" not in result:  # written before the key existed
+    result["trained_from_step"] = _last_start(workdir / "metrics.jsonl")
   return result
 
 
@@ -113,6 +114,8 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
     print(f"{workdir} holds a run of another config: moved to {aside}", flush=True)
     workdir.rename(aside)
   workdir_lib.claim(workdir, config, main=True)
+  # Where this process starts: a resumed run's wall time covers only the steps after it.
+  trained_from = checkpoint.newest_step(workdir / "checkpoints") or 0
   start = time.perf_counter()
   final = loop.train_and_evaluate(config, workdir, dataset)
   wall = time.perf_counter() - start
@@ -121,7 +124,7 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
   result = {
       "seed": config.seed, "eval/accuracy": final["eval/accuracy"],
       "eval/loss": final["eval/loss"], "wall_seconds": wall,
-      "trained_from_step": _last_start(workdir / "metrics.jsonl"),
+      "trained_from_step": trained_from,
       "compile_seconds": next(l["train/compile_seconds"] for l in lines
                               if "train/compile_seconds" in l),
       "images_per_sec": statistics.median(speeds) if speeds else None,
@@ -134,8 +137,8 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
 
 
 def _last_start(metrics_file: pathlib.Path) -> int | None:
-  """The step this run's last process started from: 0 unless it was resumed, where its
-  `wall_seconds` covers only the steps after it. None where the metrics are gone."""
+  """For results written before `trained_from_step`: the step the run's last training
+  process started from, by its metrics (None where they are gone)."""
   if not metrics_file.exists():
     return None
   starts = [line["step"] for line in metrics.read_metrics(metrics_file)

@@ -38,6 +38,15 @@ def test_writes_the_four_files_reuses_finished_runs_and_replaces_stale_ones(tmp_
   assert first_run(out) == before  # the finished run was not trained again
   assert "another config" not in capsys.readouterr().out
 
+  # A run whose process ended after its last checkpoint resumes there: its wall time
+  # covers none of the training, so it stays out of the mean.
+  (out / "runs" / "cnn" / "seed0" / "result.json").unlink()
+  assert compare.main([*TINY, "--models=cnn", "--steps=4", f"--out={out}"]) == 0
+  resumed = json.loads((out / "results.json").read_text())["models"][0]
+  assert resumed["runs"][0]["trained_from_step"] == 4 and resumed["wall_seconds_mean"] is None
+  row = next(l for l in (out / "results.md").read_text().splitlines() if l.startswith("| cnn |"))
+  assert row.endswith("| n/a |")  # the wall column
+
   assert compare.main([*TINY, "--models=cnn", "--steps=6", f"--out={out}"]) == 0
   assert "another config: moved to" in capsys.readouterr().out
   assert first_run(out)["curve"][-1]["step"] == 6
