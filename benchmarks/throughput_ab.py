@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import pathlib
 import statistics
 import sys
 
@@ -22,7 +23,8 @@ def read_runs(pattern: str) -> list[list[dict]]:
   files = sorted(glob.glob(pattern))
   if not files:
     raise SystemExit(f"throughput_ab: no file matches {pattern}")
-  return [[json.loads(text) for text in open(name) if text.strip()] for name in files]
+  return [[json.loads(text) for text in pathlib.Path(name).read_text().splitlines()
+           if text.strip()] for name in files]
 
 
 def speeds(runs: list[list[dict]]) -> dict[tuple, list[float]]:
