@@ -13,7 +13,7 @@ import pathlib
 import flax.linen as nn
 import ml_collections
 
-from rir_jax import loop, models
+from rir_jax import loop, models, renamed
 from rir_jax.data import Dataset
 from rir_jax.kernels import select
 from rir_jax.preprocess import Preprocess
@@ -58,9 +58,7 @@ def build_model(card: dict, *, kernels: str | None = None) -> nn.Module:
 
 def trained_kernels(card: dict) -> str:
   """The kernels the card's run trained with (their config value, auto included)."""
-  if "kernels" in card:
-    return card["kernels"]
-  return select.OLD_NAMES.get(card["conv_impl"], card["conv_impl"])  # an older card
+  return renamed.saved(card)["kernels"]  # an older card holds conv_impl
 
 
 def preprocess(card: dict) -> Preprocess:

@@ -13,6 +13,7 @@ import pathlib
 
 import ml_collections
 
+from rir_jax import renamed
 from rir_jax.kernels import select
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,7 @@ RECORD_FILE = "kernels.json"
 def _recorded(workdir: pathlib.Path) -> str | None:
   try:
     record = json.loads((workdir / RECORD_FILE).read_text())
-    if "kernels" in record:
-      return record["kernels"]
-    return select.OLD_NAMES.get(record["conv_impl"], record["conv_impl"])  # an older record
+    return renamed.saved(record)["kernels"]  # an older record holds conv_impl
   except (OSError, ValueError, KeyError, TypeError):
     return None  # no record (a new run, or one from before records): nothing to keep
 
