@@ -61,6 +61,11 @@ def get_config() -> ml_collections.ConfigDict:
   # (Formerly conv_impl=xla|onednn|auto, still read: rir_jax/renamed.py.)
   config.kernels = "auto"
 
+  # Train steps per dispatch: > 1 runs that many steps in one compiled program (a scan over
+  # stacked batches), sparing the host a launch and a wait per step (rir_jax/dispatch.py).
+  # Logs, evals and checkpoints still land on their steps. Same math: on the CPU kernel
+  # library the same bits; on XLA's kernels another rounding, like another device layout.
+  config.steps_per_dispatch = 1
   config.log_every_steps = 50
   config.eval_every_epochs = 1.0
   config.eval_every_steps = -1      # > 0 overrides eval_every_epochs

@@ -106,7 +106,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
       raise ConfigError("--config.kernels=cpu_library cannot run here "
                         f"({reason.splitlines()[0]}); pip install -e '.[onednn]', or use auto "
                         "or xla")
-  _positive(config, "batch_size", "eval_batch_size", "log_every_steps",
+  _positive(config, "batch_size", "eval_batch_size", "log_every_steps", "steps_per_dispatch",
             "checkpoint_every_steps", "keep_checkpoints", "optimizer.learning_rate")
   if config.num_train_steps <= 0:
     _positive(config, "num_epochs")

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rir_jax import (best as best_lib, checkpoint, errors, metrics as metrics_lib,
+from rir_jax import (best as best_lib, checkpoint, dispatch, errors, metrics as metrics_lib,
                      models, optim, parallel, stopping, storage, target, train, warm_start)
 from rir_jax.data import Dataset, batching, feeding
 from rir_jax.kernels import select
@@ -49,6 +49,12 @@ class Plan:
   eval_every: int
   checkpoint_every: int
   log_every: int
+  steps_per_dispatch: int = 1
+
+  def chunks(self, start: int) -> list[tuple[int, int]]:
+    """The dispatches from `start` to the end (rir_jax.dispatch)."""
+    return list(dispatch.chunks(start, self.total_steps, self.steps_per_dispatch,
+                                (self.log_every, self.eval_every, self.checkpoint_every)))
 
 
 def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Plan:
@@ -57,7 +63,8 @@ def make_plan(config: ml_collections.ConfigDict, num_train_examples: int) -> Pla
            else max(1, int(math.ceil(config.num_epochs * spe))))
   eval_every = (config.eval_every_steps if config.eval_every_steps > 0
                 else max(1, int(round(config.eval_every_epochs * spe))))
-  return Plan(spe, total, eval_every, config.checkpoint_every_steps, config.log_every_steps)
+  return Plan(spe, total, eval_every, config.checkpoint_every_steps, config.log_every_steps,
+              config.steps_per_dispatch)
 
 
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -98,21 +105,42 @@ class Trainer:
     self.state = create()
     self._train = jax.jit(functools.partial(train.train_step, cfg=self.cfg),
                           in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+    self._stacked = parallel.stacked_batches_sharded(self.mesh)
+    self._train_several = jax.jit(functools.partial(train.train_steps, cfg=self.cfg),
+                                  in_shardings=(rep, self._stacked), out_shardings=(rep, rep),
+                                  donate_argnums=0)
     self._eval = jax.jit(functools.partial(train.evaluate, cfg=self.cfg),
                          in_shardings=(rep, parallel.stacked_batches_sharded(self.mesh)),
                          out_shardings=rep)
     self.compile_seconds = None
 
-  def compile(self, example_batch) -> jax.stages.Compiled:
-    """Ahead-of-time compiles the train step and returns it (its HLO, its cost analysis);
-    `compile_seconds` keeps the cost of compiling apart from step time."""
+  def compile(self, example_batch, steps_per_dispatch: tuple[int, ...] = (1,)
+              ) -> jax.stages.Compiled:
+    """Ahead-of-time compiles the programs of these dispatch lengths (1: the single step;
+    k: k steps at once) from one step's batch, and returns the first (its HLO, its cost
+    analysis); `compile_seconds` keeps the cost of compiling apart from step time."""
     start = time.perf_counter()
-    self._train = self._train.lower(self.state, example_batch).compile()
+    compiled = []
+    for steps in steps_per_dispatch:
+      if steps == 1:
+        self._train = self._train.lower(self.state, example_batch).compile()
+        compiled.append(self._train)
+      else:
+        stacked = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+            (steps, *x.shape), x.dtype, sharding=self._stacked), example_batch)
+        self._train_several = self._train_several.lower(self.state, stacked).compile()
+        compiled.append(self._train_several)
     self.compile_seconds = time.perf_counter() - start
-    return self._train
+    return compiled[0]
 
   def step(self, batch):
     self.state, step_metrics = self._train(self.state, batch)
+    return step_metrics
+
+  def steps(self, batches):
+    """Several steps in one dispatch, on batches stacked as (steps, batch, ...); the
+    metrics come stacked the same way."""
+    self.state, step_metrics = self._train_several(self.state, batches)
     return step_metrics
 
   def evaluate(self, batches, prefix: str = "eval") -> dict[str, float]:
@@ -142,8 +170,9 @@ class _TrainLog:
     self._pending: list[tuple[int, dict]] = []
     self._clock = time.perf_counter()
 
-  def add(self, step: int, step_metrics: dict) -> None:
-    self._pending.append((step, step_metrics))
+  def add(self, first_step: int, steps: int, step_metrics: dict) -> None:
+    """The metrics of steps [first_step, first_step + steps): scalars, or stacked if several."""
+    self._pending.append((first_step, steps, step_metrics))
 
   def exclude_since(self, start: float) -> None:
     """Takes time spent since `start` (evaluating, checkpointing) out of images/s."""
@@ -153,8 +182,12 @@ class _TrainLog:
     """Mean train metrics since the last flush; raises NonFiniteLoss on the first bad step."""
     if not self._pending:
       return None
-    host = jax.device_get([m for _, m in self._pending])
-    steps = [s for s, _ in self._pending]
+    steps, host = [], []
+    for (first, count, _), fetched in zip(
+        self._pending, jax.device_get([m for _, _, m in self._pending])):
+      rows = {name: np.reshape(value, (count,)) for name, value in fetched.items()}
+      steps += range(first, first + count)
+      host += [{name: rows[name][i] for name in rows} for i in range(count)]
     now = time.perf_counter()
     elapsed, self._clock = now - self._clock, now
     self._pending = []
@@ -273,9 +306,6 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
   test_data = eval_split(dataset.test_images, dataset.test_labels)
   val_data = (eval_split(dataset.validation_images, dataset.validation_labels)
               if best is not None else None)
-  batches = feeding.train_batches(
-      dataset.train_images, dataset.train_labels, global_batch=config.batch_size,
-      seed=config.seed, mesh=trainer.mesh, start_step=start, end_step=plan.total_steps)
   progress = metrics_lib.Progress(total_steps=plan.total_steps, initial_step=start,
                                   steps_per_epoch=plan.steps_per_epoch,
                                   enabled=parallel.is_main_process())
@@ -283,17 +313,28 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
   final = {}
   first = True
   eval_data = test_data if val_data is None else val_data
-  end = (start if target.ended_at(config.stop_at_accuracy, start, plan.eval_every,
-                                  lambda: trainer.evaluate(eval_data)) else plan.total_steps)
-  for step in range(start, end):
-    batch = next(batches)
+  ended = target.ended_at(config.stop_at_accuracy, start, plan.eval_every,
+                          lambda: trainer.evaluate(eval_data))
+  chunks = [] if ended else plan.chunks(start)
+  if plan.steps_per_dispatch > 1:
+    several = sum(n > 1 for _, n in chunks)
+    log.info("%d steps per dispatch: %d dispatches of several steps, %d single steps (before "
+             "logs, evals and checkpoints)", plan.steps_per_dispatch, several,
+             len(chunks) - several)
+  batches = feeding.train_batches(
+      dataset.train_images, dataset.train_labels, global_batch=config.batch_size,
+      seed=config.seed, mesh=trainer.mesh, chunks=chunks)
+  # Boundaries are counted one by one: the multi-process stop agrees on the next count.
+  for boundary, (step, steps, batch) in enumerate(batches, start=1):
     if first:
-      trainer.compile(batch)
+      example = batch if steps == 1 else jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+          x.shape[1:], x.dtype, sharding=parallel.batch_sharded(trainer.mesh)), batch)
+      trainer.compile(example, sorted({n for _, n in chunks}))
       writer.write(step, {"train/compile_seconds": trainer.compile_seconds})
       train_log = _TrainLog(config.batch_size)  # start the clock after compiling
       first = False
-    train_log.add(step, trainer.step(batch))
-    done = step + 1
+    train_log.add(step, steps, trainer.step(batch) if steps == 1 else trainer.steps(batch))
+    done = step + steps
     is_last = done == plan.total_steps
     if done % plan.log_every == 0 or is_last:
       scalars = train_log.flush(config.nan_policy)
@@ -315,7 +356,7 @@ def _run(config, plan: Plan, trainer: Trainer, ckpts: checkpoint.Checkpoints,
         best.finish()
       ckpts.save(done, trainer.state)
       train_log.exclude_since(paused)
-    signum = None if is_last else signals.requested(done)
+    signum = None if is_last else signals.requested(boundary)
     if signum is not None:
       progress.close()
       if not saving:  # the stop's own checkpoint, after the same check as any other

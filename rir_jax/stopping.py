@@ -67,9 +67,13 @@ class StopSignals:
     finally:
       self._deferred = False
 
-  def requested(self, step: int) -> int | None:
-    """The signal to stop for at this step boundary, if any (every process calls this)."""
-    if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(step):
+  def requested(self, boundary: int) -> int | None:
+    """The signal to stop for at this step boundary, if any (every process calls this).
+
+    `boundary` counts the boundaries 1, 2, 3, ...: JAX's preemption sync point is the
+    count after the highest any process has reached, so no count may be skipped.
+    """
+    if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(boundary):
       return signal.SIGTERM
     return self.received
 
@@ -81,8 +85,8 @@ class _NoSignals:
   def deferred(self):
     yield
 
-  def requested(self, step: int) -> int | None:
-    del step
+  def requested(self, boundary: int) -> int | None:
+    del boundary
     return None
 
 

@@ -113,6 +113,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   return new_state, metrics
 
 
+def train_steps(state: TrainState, batches: dict[str, jax.Array], *,
+                cfg: StepConfig) -> tuple[TrainState, dict[str, jax.Array]]:
+  """`train_step` over batches stacked as (steps, batch, ...), in one program.
+
+  One dispatch for several steps: the host neither launches nor waits per step, which
+  matters where a step is short next to its launch (accelerators, small models). The
+  metrics come back stacked, one row per step.
+  """
+  return jax.lax.scan(lambda s, batch: train_step(s, batch, cfg=cfg), state, batches)
+
+
 def _example_mask(rows: int, num_examples: int | None) -> jax.Array | None:
   """True for the leading `num_examples` of `rows`; None where every row is an example
   (the unpadded step then stays exactly what it was without masks)."""

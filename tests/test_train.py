@@ -37,8 +37,8 @@ def run_steps(config, dataset, mesh, steps):
   trainer = loop.Trainer(config, dataset, plan, mesh=mesh)
   batches = feeding.train_batches(dataset.train_images, dataset.train_labels,
                                   global_batch=config.batch_size, seed=config.seed,
-                                  mesh=trainer.mesh, start_step=0, end_step=steps)
-  for batch in batches:
+                                  mesh=trainer.mesh, chunks=[(s, 1) for s in range(steps)])
+  for _, _, batch in batches:
     last = trainer.step(batch)
   return jax.device_get(trainer.state), jax.device_get(last)
 
@@ -154,13 +154,21 @@ def test_warmup_then_cosine():
 def test_prefetched_batches_are_the_batches_of_their_steps(synthetic):
   mesh = parallel.make_mesh()
   kwargs = dict(global_batch=16, seed=3, mesh=mesh)
-  fed = feeding.train_batches(synthetic.train_images, synthetic.train_labels,
-                              start_step=5, end_step=9, **kwargs)
-  for step, batch in zip(range(5, 9), fed, strict=True):
-    alone = feeding.train_batch(synthetic.train_images, synthetic.train_labels, step=step,
-                                **kwargs)
-    for key in ("image", "label"):
-      np.testing.assert_array_equal(jax.device_get(batch[key]), jax.device_get(alone[key]))
+  chunks = [(5, 1), (6, 3), (9, 1), (10, 3)]  # several steps per dispatch come stacked
+  fed = list(feeding.train_batches(synthetic.train_images, synthetic.train_labels,
+                                   chunks=chunks, **kwargs))
+  assert [(first, steps) for first, steps, _ in fed] == chunks
+  for first, steps, batch in fed:
+    assert batch["label"].shape == ((16,) if steps == 1 else (steps, 16))
+    assert batch["image"].sharding.spec == (parallel.batch_sharded(mesh).spec if steps == 1
+                                            else parallel.stacked_batches_sharded(mesh).spec)
+    for i in range(steps):
+      alone = feeding.train_batch(synthetic.train_images, synthetic.train_labels,
+                                  step=first + i, **kwargs)
+      for key in ("image", "label"):
+        fed_rows = jax.device_get(batch[key])
+        np.testing.assert_array_equal(fed_rows if steps == 1 else fed_rows[i],
+                                      jax.device_get(alone[key]))
   steps = [jax.device_get(b["label"]) for b in (
       feeding.train_batch(synthetic.train_images, synthetic.train_labels, step=s, **kwargs)
       for s in (0, 1))]

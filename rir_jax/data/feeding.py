@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import collections
 import functools
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import jax
 import numpy as np
@@ -21,31 +21,45 @@ from rir_jax.data import batching
 
 
 def train_batch(images: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int,
-                mesh: Mesh, step: int) -> dict[str, jax.Array]:
-  """The global training batch of `step`, from this process's share of it."""
-  idx = batching.train_batch_indices(
-      len(labels), global_batch, seed=seed, step=step,
+                mesh: Mesh, step: int, steps: int = 1) -> dict[str, jax.Array]:
+  """The global training batch of `step`, from this process's share of it; with `steps`
+  > 1, the batches of steps [step, step + steps) stacked on a leading axis."""
+  idx = np.stack([batching.train_batch_indices(
+      len(labels), global_batch, seed=seed, step=s,
       process_index=jax.process_index(), process_count=jax.process_count(),
       padded_batch=batching.padded_size(global_batch, mesh.size))
-  return parallel.global_batch_from_local({"image": images[idx], "label": labels[idx]}, mesh)
+                  for s in range(step, step + steps)])
+  stacked = steps > 1
+  if not stacked:
+    idx = idx[0]
+  return parallel.global_batch_from_local({"image": images[idx], "label": labels[idx]}, mesh,
+                                          stacked=stacked)
 
 
 def train_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int,
-                  mesh: Mesh, start_step: int, end_step: int,
-                  prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:
-  """Global training batches for steps [start_step, end_step), `prefetch` ahead.
+                  mesh: Mesh, chunks: Iterable[tuple[int, int]],
+                  prefetch: int = 2) -> Iterator[tuple[int, int, dict[str, jax.Array]]]:
+  """(first step, steps, batch) for each (first step, steps) of `chunks`, `prefetch` ahead
+  (rir_jax.dispatch.chunks: a batch of several steps comes stacked).
 
   A worker thread gathers and transfers the next batches while the device computes,
   so the host never stalls the step (numpy indexing and transfers release the GIL).
   """
   make = functools.partial(train_batch, images, labels, global_batch=global_batch,
                            seed=seed, mesh=mesh)
+  pending = iter(chunks)
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
     queue = collections.deque()
-    for step in range(start_step, end_step):
-      while len(queue) <= prefetch and step + len(queue) < end_step:
-        queue.append(pool.submit(make, step=step + len(queue)))
-      yield queue.popleft().result()
+    while True:
+      while len(queue) <= prefetch:
+        chunk = next(pending, None)
+        if chunk is None:
+          break
+        queue.append((*chunk, pool.submit(make, step=chunk[0], steps=chunk[1])))
+      if not queue:
+        return
+      first, steps, batch = queue.popleft()
+      yield first, steps, batch.result()
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int,
