@@ -1,4 +1,5 @@
 """Several steps per dispatch (config.steps_per_dispatch): the same run, fewer launches."""
+import json
 import signal
 
 import jax
@@ -97,3 +98,18 @@ def test_a_run_resumes_with_another_steps_per_dispatch():
   assert workdir._differences(old, {"seed": 0, "steps_per_dispatch": 8}) == []
   assert workdir._differences({"seed": 0}, {"seed": 0, "steps_per_dispatch": 8}) == []
   assert workdir._differences(old, {"seed": 1, "steps_per_dispatch": 1}) != []
+
+
+def test_dispatch_ab_prints_a_line_per_run_and_the_ratio(tiny, tmp_path, capsys):
+  from benchmarks import dispatch_ab
+  out = tmp_path / "ab.jsonl"
+  assert dispatch_ab.main([f"--config={tiny}", "--steps_per_dispatch=1,3", "--steps=8",
+                           "--log_every=4", "--rounds=1", f"--out={out}",
+                           "--config.eval_batch_size=64"]) == 0
+  runs = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r["steps_per_dispatch"] for r in runs] == [1, 3]
+  assert all(r["steps"] == 8 and r["images_per_sec"] > 0 and len(r["samples"]) == 1
+             for r in runs)
+  table = capsys.readouterr().out.splitlines()[-2:]
+  assert table[0].startswith("| 1 | ") and "| 1.000 |" in table[0]
+  assert table[1].startswith("| 3 | ")
