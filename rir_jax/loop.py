@@ -167,7 +167,7 @@ class _TrainLog:
 
   def __init__(self, global_batch: int):
     self._global_batch = global_batch
-    self._pending: list[tuple[int, dict]] = []
+    self._pending: list[tuple[int, int, dict]] = []
     self._clock = time.perf_counter()
 
   def add(self, first_step: int, steps: int, step_metrics: dict) -> None:
