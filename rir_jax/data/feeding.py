@@ -24,16 +24,13 @@ def train_batch(images: np.ndarray, labels: np.ndarray, *, global_batch: int, se
                 mesh: Mesh, step: int, steps: int = 1) -> dict[str, jax.Array]:
   """The global training batch of `step`, from this process's share of it; with `steps`
   > 1, the batches of steps [step, step + steps) stacked on a leading axis."""
-  idx = np.stack([batching.train_batch_indices(
-      len(labels), global_batch, seed=seed, step=s,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      padded_batch=batching.padded_size(global_batch, mesh.size))
-                  for s in range(step, step + steps)])
-  stacked = steps > 1
-  if not stacked:
-    idx = idx[0]
+  indices = [batching.train_batch_indices(
+      len(labels), global_batch, seed=seed, step=s, process_index=jax.process_index(),
+      process_count=jax.process_count(), padded_batch=batching.padded_size(global_batch, mesh.size))
+               for s in range(step, step + steps)]
+  idx = indices[0] if steps == 1 else np.stack(indices)
   return parallel.global_batch_from_local({"image": images[idx], "label": labels[idx]}, mesh,
-                                          stacked=stacked)
+                                          stacked=steps > 1)
 
 
 def train_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int,
