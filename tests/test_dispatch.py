@@ -21,10 +21,11 @@ def test_dispatches_cover_every_step_once_and_end_at_every_event(start, end, k, 
   assert steps == list(range(start, end))
   assert {n for _, n in chunks} <= {1, k}  # two compiled programs at most
   ends = {first + n for first, n in chunks}
-  assert all(t in ends for n in every for t in range(n, end, n) if t > start)
-  # Greedy: k at a time up to the next event, so fewer than k single steps before it.
+  events = {t for n in every for t in range(n, end, n) if t > start} | {end}
+  assert events <= ends
+  # Greedy: k at a time up to the next event, so a single step only within k of one.
   singles = [first for first, n in chunks if n == 1 and k > 1]
-  assert all(any(first + m in ends | {end} for m in range(1, k)) for first in singles)
+  assert all(any(first + m in events for m in range(1, k)) for first in singles)
 
 
 def test_the_dispatches_from_any_boundary_are_those_of_the_whole_run():
