@@ -9,7 +9,8 @@ The whole loop of launch.py (rir_jax.loop: its input pipeline, logging, one eval
 checkpoint at the end), not a bare step: dispatching several steps at once can only save
 what the loop spends between steps. Each round trains `--steps` steps once per value, in
 that order, so a noisy machine slows all alike; a run's speed is the median of its
-train/images_per_sec lines after the first (which includes warm-up). Prints one JSON line
+train/images_per_sec lines after the first (which includes warm-up), as
+benchmarks/time_to_accuracy.py measures a seed. Prints one JSON line
 per run (--out appends them to a file) and then, per value, the median over rounds and
 its ratio to the first value's.
 """
@@ -21,13 +22,11 @@ import pathlib
 import statistics
 import sys
 import tempfile
-import time
 
 import jax
 
 from benchmarks import time_to_accuracy
-from rir_jax import checks, host_memory, loop, metrics
-from rir_jax import workdir as workdir_lib
+from rir_jax import checks, host_memory
 from rir_jax.data import validation
 
 
@@ -42,10 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--manual_dir", help="folder of the dataset's original files (offline)")
   p.add_argument("--out", type=pathlib.Path, help="append the JSON lines to this file")
   args, rest = p.parse_known_args(argv)
-  bad = [arg for arg in rest if not (arg.startswith("--config.") and "=" in arg)]
-  if bad:
-    p.error(f"unrecognized arguments: {' '.join(bad)}")
-  args.overrides = [arg[len("--config."):] for arg in rest]
+  args.overrides = time_to_accuracy.config_overrides(p, rest)
   args.values = [int(v) for v in args.steps_per_dispatch.split(",")]
   return args
 
@@ -61,19 +57,12 @@ def run_config(recipe, steps_per_dispatch: int, steps: int, log_every: int):
 
 
 def run_once(config, dataset) -> dict:
+  """time_to_accuracy's run of one seed (no target: its one eval is the last step's)."""
   with tempfile.TemporaryDirectory() as folder:
-    workdir = pathlib.Path(folder) / "run"
-    workdir_lib.claim(workdir, config, main=True)
-    start = time.perf_counter()
-    loop.train_and_evaluate(config, workdir, dataset)
-    wall = time.perf_counter() - start
-    lines = metrics.read_metrics(workdir / "metrics.jsonl")
-  speeds = [line["train/images_per_sec"] for line in lines if "train/images_per_sec" in line]
+    run = time_to_accuracy.run_seed(config, dataset, pathlib.Path(folder) / "run")
   return {"steps_per_dispatch": config.steps_per_dispatch, "steps": config.num_train_steps,
-          "batch": config.batch_size, "images_per_sec": statistics.median(speeds[1:]),
-          "samples": speeds[1:], "wall_seconds": wall,
-          "compile_seconds": next(line["train/compile_seconds"] for line in lines
-                                  if "train/compile_seconds" in line)}
+          "batch": config.batch_size, **{key: run[key] for key in (
+              "images_per_sec", "wall_seconds", "compile_seconds")}}
 
 
 def summary(runs: list[dict], values: list[int]) -> str:

@@ -68,10 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--out", type=pathlib.Path,
                  help="output folder (default: benchmarks/results/tta_PRESET)")
   args, rest = p.parse_known_args(argv)
-  bad = [arg for arg in rest if not (arg.startswith("--config.") and "=" in arg)]
-  if bad:
-    p.error(f"unrecognized arguments: {' '.join(bad)}")
-  args.overrides = [arg[len("--config."):] for arg in rest]
+  args.overrides = config_overrides(p, rest)
   preset = PRESETS.get(args.preset)
   if preset is None and (args.config is None or args.target is None):
     p.error("give --preset, or --config and --target")
@@ -80,6 +77,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   if args.out is None:
     args.out = REPO / "benchmarks" / "results" / f"tta_{args.preset or 'custom'}"
   return args
+
+
+def config_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
+  """The KEY=VALUE of each --config.KEY=VALUE left over by `parser`; any other is an error."""
+  bad = [arg for arg in rest if not (arg.startswith("--config.") and "=" in arg)]
+  if bad:
+    parser.error(f"unrecognized arguments: {' '.join(bad)}")
+  return [arg[len("--config."):] for arg in rest]
 
 
 def load_recipe(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
