@@ -46,5 +46,5 @@ def sentence(comparison: dict, unit: float = 100.0) -> str:
   interval = f"95% CI {comparison['low'] * unit:+.2f} to {comparison['high'] * unit:+.2f}"
   significant = comparison["low"] > 0 or comparison["high"] < 0
   verdict = "significant" if significant else "not significant (the interval spans 0)"
-  return (f"{ahead} is {points} ahead of {behind} ({first} - {second}: {interval}, "
-          f"p = {comparison['p']:.3f}): {verdict}.")
+  p = "p < 0.001" if comparison["p"] < 0.001 else f"p = {comparison['p']:.3f}"
+  return f"{ahead} is {points} ahead of {behind} ({first} - {second}: {interval}, {p}): {verdict}."

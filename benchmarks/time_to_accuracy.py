@@ -48,7 +48,7 @@ class Preset:
 PRESETS = {
     "mnist": Preset("configs/fast.py:dataset=mnist", 0.995),
     "fashion_mnist": Preset("configs/fast.py:dataset=fashion_mnist", 0.93),
-    "cifar10_jpeg": Preset("configs/paper.py:row=resnet,scale=cpu", 0.85),
+    "cifar10_jpeg": Preset("configs/fast.py:dataset=cifar10_jpeg", 0.85),
 }
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

@@ -109,6 +109,11 @@ def test_sentences_say_which_row_leads_and_whether_it_is_significant():
   noisy = {"first": "rir", "second": "resnet", **significance.welch_interval([.90, .95, .85], [.91, .92, .93])}
   assert "resnet is 2.00 points ahead of rir" in significance.sentence(noisy)
   assert "not significant" in significance.sentence(noisy)
+  # p is written to 3 decimals, and a p below 0.001 as such, never as "p = 0.000".
+  small = {"first": "a", "second": "b", "difference": 0.02, "low": 0.01, "high": 0.03,
+           "p": 0.0004}
+  assert "(a - b: 95% CI +1.00 to +3.00, p < 0.001): significant." in significance.sentence(small)
+  assert "p = 0.153)" in significance.sentence({**small, "p": 0.1534})
   pairs = significance.pairwise({"a": [1, 2], "b": [2, 3], "c": [3, 5]})
   assert [(p["first"], p["second"]) for p in pairs] == [("a", "b"), ("a", "c"), ("b", "c")]
 
