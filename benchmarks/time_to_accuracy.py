@@ -3,6 +3,8 @@
   python -m benchmarks.time_to_accuracy --preset=mnist --manual_dir=../shared/data/mnist
   python -m benchmarks.time_to_accuracy --preset=fashion_mnist \
       --manual_dir=../shared/data/fashion_mnist --seeds=3
+  python -m benchmarks.time_to_accuracy --preset=cifar10_jpeg \
+      --manual_dir=../shared/data/cifar10_jpeg          # ~13 minutes a seed, 2-core CPU
   python -m benchmarks.time_to_accuracy --config=configs/fast.py:dataset=mnist --target=0.995 \
       --manual_dir=../shared/data/mnist --eval_every_epochs=0.25 --config.batch_size=256 \
       --out=benchmarks/results/tta_mnist_b256
