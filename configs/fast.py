@@ -15,7 +15,7 @@ The budget is so short that the recipes trade the project's 0.27M-parameter mode
 cheaper one that still sees the whole image before its global average pool: a ResNet of 4
 stages (28, 14, 7, 4 pixels on MNIST; 32, 16, 8, 4 on CIFAR) of one 2-layer residual block
 each, 16/32/64/128 channels (the `rir` model's plain layers, 0.31M parameters, ~11M
-multiply-adds per MNIST image: 2.5x less than the CNN of configs/cnn_mnist.py, whose first
+multiply-adds per MNIST image: 2.5x less than the CNN of configs/mnist.py:model=cnn, whose first
 stage alone runs 6 convolutions at 28x28; ~14M per CIFAR image, 2.3x less than the 18-layer
 rows of configs/paper.py:scale=cpu). MNIST and Fashion-MNIST: batch 64 (more
 updates per epoch than 128 at about the same images/s on a CPU), no augmentation (MNIST has
