@@ -3,6 +3,8 @@
 A full disk under an Orbax save logs the same failure three times with its whole stack
 (from the save thread, the finalize thread and asyncio's loop), hundreds of lines above
 the one line the command prints about it. Their first lines still say what happened.
+A failure ignored at shutdown (asyncio's "Event loop is closed", once per open
+connection) or in a dying thread is logged once however often it repeats.
 """
 from __future__ import annotations
 
@@ -35,16 +37,28 @@ class _OneLine(logging.Filter):
     return True
 
 
+_logged: set[str] = set()
+_logged_lock = threading.Lock()
+
+
+def _warn_once(message: str) -> None:
+  with _logged_lock:
+    if message in _logged:
+      return
+    _logged.add(message)
+  logging.getLogger(__name__).warning("%s", message)
+
+
 def _thread_failure(args) -> None:
   if args.exc_type is SystemExit:
     return
-  logging.getLogger(__name__).warning("in thread %s: %s: %s", getattr(args.thread, "name", "?"),
-                                      args.exc_type.__name__, _first_line(str(args.exc_value)))
+  _warn_once(f"in thread {getattr(args.thread, 'name', '?')}: {args.exc_type.__name__}: "
+             f"{_first_line(str(args.exc_value))}")
 
 
 def _unraisable(unraisable) -> None:
-  logging.getLogger(__name__).warning("ignored: %s: %s", type(unraisable.exc_value).__name__,
-                                      _first_line(str(unraisable.exc_value)))
+  _warn_once(f"ignored: {type(unraisable.exc_value).__name__}: "
+             f"{_first_line(str(unraisable.exc_value))}")
 
 
 def cut_to_one_line() -> None:

@@ -23,6 +23,15 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(items):
+  """Files with slow tests first, each file's tests kept together (so that a module's
+  fixtures are set up once): run on several pytest-xdist workers (`pytest -n auto`),
+  the last minutes then hold many short tests to share out instead of one long test
+  that the other workers wait for."""
+  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
   """The real MNIST / Fashion-MNIST / JPEG-CIFAR files kept beside the repository."""

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every case is a fresh Python process
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SMOKE = "--config=configs/mnist.py:model=cnn,smoke"
 

@@ -18,6 +18,8 @@ from PIL import Image
 
 from launch_helpers import REPO, launch_command, start, write_tiny_config
 
+pytestmark = pytest.mark.slow  # every case is a fresh Python process
+
 
 def _image_tree(root: pathlib.Path, classes=("a", "b"), per_class=3) -> pathlib.Path:
   rng = np.random.default_rng(0)

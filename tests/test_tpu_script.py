@@ -236,6 +236,7 @@ def test_unattended_run_stops_on_a_failure_of_launch_py_or_after_max_attempts(tm
   assert gave_up.returncode == 1 and "not completed after 2 attempts" in gave_up.stderr
 
 
+@pytest.mark.slow
 def test_recorded_commands_pass_gclouds_own_parser(tmp_path, fake_gcloud):
   gcloud = shutil.which("gcloud")
   if gcloud is None:
