@@ -17,7 +17,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rir_jax import errors, host_memory, library_noise, renamed, run, storage
+from rir_jax import (compile_cache, errors, host_memory, library_noise, renamed, run,
+                     storage)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
@@ -82,6 +83,7 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("rir_jax").setLevel(std_logging.INFO)
   library_noise.cut_to_one_line()
+  compile_cache.remove_damaged_entries()
   if FLAGS.reuse_host_memory:
     host_memory.reuse_freed_memory()  # before JAX starts its threads
   code = run.launch(

@@ -1,5 +1,6 @@
 """What a run keeps between runs outside the workdir, damaged or changed under it: the
-cached kernel library, prepared data, an image folder edited after it was prepared; and
+cached kernel library, JAX's compilation cache, prepared data, an image folder edited
+after it was prepared; and
 the kernels a workdir was trained on, which a resume must not change silently.
 """
 import json
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from launch_helpers import REPO, launch_command, read_checkpoint, write_tiny_config
-from rir_jax import data
+from rir_jax import compile_cache, data
 
 _LOAD_LIBRARY = ("from rir_jax.kernels import build; ok, why = build.is_available(); "
                  "print('available' if ok else 'unavailable: ' + why)")
@@ -139,3 +140,52 @@ def test_a_resume_keeps_the_kernels_the_workdir_recorded(cpu_kernel_library, tmp
   assert other.returncode == 0, other.stderr[-3000:]
   assert "conv_impl=onednn is deprecated: it reads as kernels=cpu_library" in other.stderr
   assert "will not be bit-identical" in other.stderr
+
+
+def _entries(cache) -> dict[str, int]:
+  return {p.name: p.stat().st_size for p in cache.glob("*-cache")}
+
+
+def test_damaged_compilation_cache_entries_are_removed_and_written_again(tmp_path):
+  """Cut short as a preempted write or a partial copy leaves them: JAX alone would warn
+  and recompile on every later run, never writing them again."""
+  config, cache = write_tiny_config(tmp_path), tmp_path / "xla"
+
+  def launch(name):
+    command = [*launch_command(config, tmp_path / name), f"--jax_cache_dir={cache}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "JAX_COMPILATION_CACHE_DIR": "",
+                                 # One device: a sharded step's cache key differs per
+                                 # process (its custom partitioning), so it is never read.
+                                 "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+  launch("first")
+  whole = _entries(cache)
+  assert any(name.startswith("jit_train_step-") for name in whole), whole
+  for name, size in whole.items():
+    os.truncate(cache / name, size // 2)
+  stderr = launch("second")
+  assert "UserWarning" not in stderr, stderr[-3000:]
+  unreadable = [line for line in stderr.splitlines() if "unreadable" in line]
+  # One line per function: the first unreadable entry removes all of its damaged ones.
+  assert any("'jit_train_step'" in line for line in unreadable), stderr[-3000:]
+  assert all("removed" in line for line in unreadable), unreadable
+  # Written again, whole (a compile's bytes vary a little: names, not sizes, agree).
+  assert _entries(cache).keys() == whole.keys()
+  from jax._src import compilation_cache as jax_cache
+  for name in whole:
+    jax_cache.decompress_executable((cache / name).read_bytes())  # raises if cut
+  assert "unreadable" not in launch("third")
+
+
+def test_only_entries_that_do_not_decompress_are_removed(tmp_path):
+  from jax._src import compilation_cache as jax_cache
+  entry = jax_cache.compress_executable(np.random.default_rng(0).bytes(4096))
+  for name, content in {"jit_step-aa-cache": entry, "jit_step-bb-cache": entry[:2000],
+                        "jit_other-cc-cache": entry[:2000]}.items():
+    (tmp_path / name).write_bytes(content)
+  assert compile_cache.remove_damaged(str(tmp_path), "jit_step") == ["jit_step-bb-cache"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["jit_other-cc-cache",
+                                                        "jit_step-aa-cache"]
