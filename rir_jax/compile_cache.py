@@ -16,7 +16,7 @@ import warnings
 import jax
 from jax._src import compilation_cache  # the cache's own (de)compression, to match it
 
-from rir_jax import storage
+from rir_jax import library_noise, storage
 
 log = logging.getLogger(__name__)
 # jax._src.compiler._cache_read's warning, in jax 0.10.
@@ -51,7 +51,7 @@ def _on_warning(show):
     function, error = unreadable.groups()
     removed = remove_damaged(cache_dir, function)
     log.warning("compilation cache entry for %r unreadable (%s): compiling again%s", function,
-                error.strip().splitlines()[0][:200],
+                library_noise.first_line(error),
                 f"; removed {len(removed)} damaged entr{'y' if len(removed) == 1 else 'ies'} "
                 f"of it" if removed else "")
   return handle

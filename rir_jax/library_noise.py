@@ -16,7 +16,7 @@ _OWN_LOGGER = "rir_jax"
 _MAX_CHARS = 300
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
   lines = text.strip().splitlines()
   return (lines[0] if lines else "")[:_MAX_CHARS]
 
@@ -29,10 +29,10 @@ class _OneLine(logging.Filter):
       return True
     if record.exc_info or record.stack_info or "\n" in str(record.msg):
       if record.exc_info and record.exc_info[1] is not None:
-        cause = f" ({type(record.exc_info[1]).__name__}: {_first_line(str(record.exc_info[1]))})"
+        cause = f" ({type(record.exc_info[1]).__name__}: {first_line(str(record.exc_info[1]))})"
       else:
         cause = ""
-      record.msg, record.args = _first_line(record.getMessage()) + cause, ()
+      record.msg, record.args = first_line(record.getMessage()) + cause, ()
       record.exc_info = record.exc_text = record.stack_info = None
     return True
 
@@ -53,12 +53,12 @@ def _thread_failure(args) -> None:
   if args.exc_type is SystemExit:
     return
   _warn_once(f"in thread {getattr(args.thread, 'name', '?')}: {args.exc_type.__name__}: "
-             f"{_first_line(str(args.exc_value))}")
+             f"{first_line(str(args.exc_value))}")
 
 
 def _unraisable(unraisable) -> None:
   _warn_once(f"ignored: {type(unraisable.exc_value).__name__}: "
-             f"{_first_line(str(unraisable.exc_value))}")
+             f"{first_line(str(unraisable.exc_value))}")
 
 
 def cut_to_one_line() -> None:
