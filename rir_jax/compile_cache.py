@@ -1,4 +1,14 @@
-"""Damaged entries of JAX's persistent compilation cache: removed, so that they are written again.
+"""JAX's persistent compilation cache: keys that hold across processes, damaged entries removed.
+
+A batch-sharded step on the CPU kernel library holds `custom_partitioning` calls, whose
+lowering names its partitioning rule by a Python object's address: a new cache key in
+every process, so such a run compiled from scratch each time it started (seconds to
+tens of seconds; most of the test suite's processes). `stable_keys` leaves the address
+out of the key, as JAX's own option does, and keeps in what it stood for: each kernel
+call sits in a function named after the kernel and its static arguments
+(rir_jax/kernels/sharding.py, `named`), and the key takes a fingerprint of the code of
+the kernels' rules (rir_jax/kernels/*.py), so that an entry only ever matches the
+program it was compiled from, across versions of this project too.
 
 JAX writes a cache entry in place, not through a temporary file, and never replaces an
 entry that exists. So an entry cut short (a process preempted while writing it, a
@@ -9,11 +19,15 @@ that function that no longer decompress; the compile that follows writes them ag
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import pathlib
 import re
 import warnings
 
 import jax
+from jax._src import cache_key  # where the key's custom part is read from
 from jax._src import compilation_cache  # the cache's own (de)compression, to match it
 
 from rir_jax import library_noise, storage
@@ -60,3 +74,25 @@ def _on_warning(show):
 def remove_damaged_entries() -> None:
   """From now on, an unreadable cache entry is one line, and removed if it is damaged."""
   warnings.showwarning = _on_warning(warnings.showwarning)
+
+
+@functools.cache
+def _kernels_fingerprint() -> str:
+  """A hash of the code that lowers and partitions the CPU library's kernels."""
+  kernels = pathlib.Path(__file__).resolve().parent / "kernels"
+  digest = hashlib.sha256()
+  for source in sorted(kernels.glob("*.py")):
+    digest.update(source.name.encode() + b"\0" + source.read_bytes())
+  return digest.hexdigest()
+
+
+def stable_keys() -> bool:
+  """Cache keys without custom_partitioning's per-process addresses (see the module's
+  docstring); whether this JAX lets them be. Process-wide: for a process that runs the
+  project's programs (launch.py), not for a library user's own custom_partitioning
+  calls, which nothing names."""
+  if not hasattr(cache_key, "custom_hook"):
+    return False  # a JAX without the hook: keep its per-process keys, never a wrong hit
+  cache_key.custom_hook = _kernels_fingerprint
+  jax.config.update("jax_remove_custom_partitioning_ptr_from_cache_key", True)
+  return True

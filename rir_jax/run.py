@@ -14,8 +14,8 @@ import traceback
 import jax
 import ml_collections
 
-from rir_jax import (checkpoint, checks, data, errors, loop, metrics, model_card, parallel,
-                     renamed, stopping, storage, workdir as workdir_lib, workdir_lock)
+from rir_jax import (checkpoint, checks, compile_cache, data, errors, loop, metrics, model_card,
+                     parallel, renamed, stopping, storage, workdir as workdir_lib, workdir_lock)
 from rir_jax.data import validation
 from rir_jax.kernels import record as kernel_record
 
@@ -50,6 +50,7 @@ def _prepare(config, workdir: storage.Path, distributed: Distributed,
   checks.backend()
   if jax_cache_dir:
     jax.config.update("jax_compilation_cache_dir", jax_cache_dir)
+  compile_cache.stable_keys()
   checks.config_keys(config)
   workdir_lib.check(workdir, config)
   dataset = validation.load_for_config(config.data)

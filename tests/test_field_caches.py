@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from launch_helpers import REPO, launch_command, read_checkpoint, write_tiny_config
-from rir_jax import compile_cache, data
+from rir_jax import compile_cache, data, metrics
 
 _LOAD_LIBRARY = ("from rir_jax.kernels import build; ok, why = build.is_available(); "
                  "print('available' if ok else 'unavailable: ' + why)")
@@ -189,3 +189,61 @@ def test_only_entries_that_do_not_decompress_are_removed(tmp_path):
   assert compile_cache.remove_damaged(str(tmp_path), "jit_step") == ["jit_step-bb-cache"]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["jit_other-cc-cache",
                                                         "jit_step-aa-cache"]
+
+
+def test_a_sharded_step_on_the_kernel_library_is_compiled_once_across_processes(
+    cpu_kernel_library, tmp_path):
+  """Its custom partitioning used to put a per-process address in the cache key."""
+  config, cache = write_tiny_config(tmp_path), tmp_path / "xla"
+
+  def launch(name):
+    command = [*launch_command(config, tmp_path / name), f"--jax_cache_dir={cache}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "JAX_COMPILATION_CACHE_DIR": "",
+                                 "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [line for line in metrics.read_metrics(tmp_path / name / "metrics.jsonl")
+            if "train/loss" in line]
+
+  first = launch("first")
+  entries = _entries(cache)
+  assert any(name.startswith("jit_train_step-") for name in entries), entries
+  second = launch("second")
+  assert _entries(cache).keys() == entries.keys()  # every program read, none compiled anew
+  assert [line["train/loss"] for line in second] == [line["train/loss"] for line in first]
+
+
+KERNEL_PROGRAMS = '''
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from rir_jax import compile_cache
+from rir_jax.kernels import batch_norm
+assert compile_cache.stable_keys()
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+split = NamedSharding(Mesh(np.array(jax.devices()), ("batch",)), PartitionSpec("batch"))
+rng = np.random.default_rng(0)
+x, dy = (rng.standard_normal((16, 4, 4, 16)).astype(np.float32) for _ in range(2))
+a, b = np.ones(16, np.float32), np.zeros(16, np.float32)
+for relu in (True, False):  # programs that differ only in the kernel behind one call
+  step = jax.jit(lambda x, dy, relu=relu: batch_norm.grad_sums(x, dy, a, b, relu))
+  sums = np.asarray(step(jax.device_put(x, split), jax.device_put(dy, split)))
+  g = np.where(x > 0, dy, 0) if relu else dy
+  np.testing.assert_allclose(sums, [g.sum((0, 1, 2)), (g * x).sum((0, 1, 2))], rtol=1e-5,
+                             atol=1e-5)
+'''
+
+
+def test_programs_that_differ_only_in_a_kernel_never_share_a_cache_entry(cpu_kernel_library,
+                                                                          tmp_path):
+  """With the address left out of the key, the kernel's named function keeps them apart."""
+  script = tmp_path / "programs.py"
+  script.write_text(KERNEL_PROGRAMS)
+  for _ in range(2):  # compiled and written, then read back
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "xla")], cwd=REPO,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "JAX_COMPILATION_CACHE_DIR": "",
+                                 "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert result.returncode == 0, result.stderr[-3000:]
+  assert len(_entries(tmp_path / "xla")) == 2

@@ -119,7 +119,7 @@ def _kernel(target, relu):
   if not available:
     raise RuntimeError(f"batch norm kernels unavailable: {reason}")
   return sharding.sequential_vmap(
-      lambda *operands: _call_sharded(target, relu, *operands))
+      lambda *operands: _call_sharded(target, relu, *operands), f"{target}_relu{relu}")
 
 
 def stats(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:

@@ -98,7 +98,8 @@ _run_sharded.def_partition(_partition, infer_sharding_from_operands=_infer_shard
 def _pass(pass_, strides, pads, spatial):
   """`_run_sharded` as a function of the two operands, with a vmap rule."""
   return sharding.sequential_vmap(
-      lambda a, b: _run_sharded(pass_, a, b, strides, pads, spatial))
+      lambda a, b: _run_sharded(pass_, a, b, strides, pads, spatial),
+      f"rir_conv_{pass_}_strides{strides}_pads{pads}_spatial{spatial}")
 
 
 def _output_hw(x_shape, w_shape, strides, pads) -> tuple[int, int]:

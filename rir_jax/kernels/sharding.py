@@ -7,6 +7,7 @@ batching rule, a vmap rule that runs it once per mapped element.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import jax
@@ -61,12 +62,27 @@ def automatic_sharding(*arrays: jax.Array) -> bool:
                  for m in (jax.typeof(a).sharding.mesh for a in arrays))
 
 
-def sequential_vmap(fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
-  """`fn` of arrays, under vmap run once per mapped element (as ffi_call's
-  "sequential" vmap_method would)."""
+def named(name: str, fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """`fn`, lowered as a function of its own called `name` (letters, digits and _).
+
+  A custom_partitioning call names its partitioning rule in the program only by an
+  address, which the compilation cache's key leaves out (rir_jax/compile_cache.py);
+  named after a kernel and its static arguments, its function still tells the program's
+  calls apart there. XLA inlines it: it costs nothing at run time."""
+  def call(*args):
+    return fn(*args)
+  call.__name__ = call.__qualname__ = re.sub(r"\W", "_", name)
+  return jax.jit(call)
+
+
+def sequential_vmap(fn: Callable[..., jax.Array], name: str) -> Callable[..., jax.Array]:
+  """`fn` of arrays as a function called `name` (see `named`), under vmap run once per
+  mapped element (as ffi_call's "sequential" vmap_method would)."""
+  one_call = named(name, fn)
+
   @jax.custom_batching.custom_vmap
   def run(*args):
-    return fn(*args)
+    return one_call(*args)
 
   @run.def_vmap
   def _rule(axis_size, in_batched, *args):
