@@ -8,7 +8,6 @@ import pathlib, sys, time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3]))  # the repository
 from rir_jax import host_memory
 host_memory.reuse_freed_memory()  # as launch.py and throughput.py do
-import jax
 from benchmarks import throughput
 from rir_jax import data
 

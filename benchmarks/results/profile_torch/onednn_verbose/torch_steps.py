@@ -1,5 +1,6 @@
-"""Runs the PyTorch replica's step (eager or compiled) STEPS times after warm-up, between two marks, for ONEDNN_VERBOSE=1 (see jax_steps.py)."""
-import pathlib, sys, torch
+"""Runs the PyTorch replica's step (eager or compiled) STEPS times after warm-up,
+between two marks, for ONEDNN_VERBOSE=1 (see jax_steps.py)."""
+import pathlib, sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3]))  # the repository
 from benchmarks import throughput, torch_models
 from rir_jax import data
