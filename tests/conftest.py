@@ -42,8 +42,8 @@ def pytest_collection_modifyitems(items):
   """Files with slow tests first, each file's tests together, and a file whose tests share
   a module-scoped fixture of its own on one pytest-xdist worker (`pytest -n auto --dist
   loadgroup`), so that the fixture (often minutes of training runs) is set up once, not
-  once per worker. On several workers the last minutes then hold many short tests to share out
-  instead of one long test that the other workers wait for."""
+  once per worker. On several workers the last minutes then hold many short tests to
+  share out instead of one long test that the other workers wait for."""
   slow_files = {item.path for item in items if item.get_closest_marker("slow")}
   items.sort(key=lambda item: item.path not in slow_files)
   for item in items:
