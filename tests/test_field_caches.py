@@ -146,20 +146,21 @@ def _entries(cache) -> dict[str, int]:
   return {p.name: p.stat().st_size for p in cache.glob("*-cache")}
 
 
+def _launch_with_cache(config, workdir, cache, devices: int) -> str:
+  """launch.py on `config` with its own compilation cache `cache`; its stderr."""
+  command = [*launch_command(config, workdir), f"--jax_cache_dir={cache}"]
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JAX_COMPILATION_CACHE_DIR": "",
+                               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stderr
+
+
 def test_damaged_compilation_cache_entries_are_removed_and_written_again(tmp_path):
   """Cut short as a preempted write or a partial copy leaves them: JAX alone would warn
   and recompile on every later run, never writing them again."""
   config, cache = write_tiny_config(tmp_path), tmp_path / "xla"
-
-  def launch(name):
-    command = [*launch_command(config, tmp_path / name), f"--jax_cache_dir={cache}"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "JAX_COMPILATION_CACHE_DIR": "",
-                                 # One device: a sharded step's cache key differs per
-                                 # process (its custom partitioning), so it is never read.
-                                 "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stderr
+  launch = lambda name: _launch_with_cache(config, tmp_path / name, cache, devices=1)  # noqa: E731
 
   launch("first")
   whole = _entries(cache)
@@ -197,11 +198,7 @@ def test_a_sharded_step_on_the_kernel_library_is_compiled_once_across_processes(
   config, cache = write_tiny_config(tmp_path), tmp_path / "xla"
 
   def launch(name):
-    command = [*launch_command(config, tmp_path / name), f"--jax_cache_dir={cache}"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "JAX_COMPILATION_CACHE_DIR": "",
-                                 "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    _launch_with_cache(config, tmp_path / name, cache, devices=8)
     return [line for line in metrics.read_metrics(tmp_path / name / "metrics.jsonl")
             if "train/loss" in line]
 
