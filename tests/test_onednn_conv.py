@@ -54,6 +54,8 @@ CASES = [  # (x shape, w shape, strides, padding)
     ((3, 7, 5, 4), (3, 3, 4, 2), (2, 2), "VALID"),  # leaves a row unread
     ((2, 9, 7, 5), (1, 1, 5, 8), (2, 2), "VALID"),
     ((2, 9, 9, 3), (1, 1, 3, 4), (1, 1), ((0, 0), (0, 0))),
+    ((2, 8, 8, 4), (1, 1, 4, 8), (2, 2), "VALID"),  # channels not a multiple of 8
+    ((2, 9, 8, 3), (1, 1, 3, 5), (2, 3), ((1, 0), (2, 1))),
     ((2, 9, 9, 3), (3, 3, 3, 4), (2, 1), ((1, 2), (0, 1))),
     ((2, 7, 9, 3), (3, 3, 3, 4), (1, 2), ((2, 0), (1, 1))),
 ]
@@ -68,6 +70,32 @@ def test_matches_xla(x_shape, w_shape, strides, padding, dtype):
   assert y.dtype == y_ref.dtype and grads[1].dtype == grads_ref[1].dtype
   for actual, expected in zip((y, *grads), (y_ref, *grads_ref)):
     assert_close(actual, expected, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_kernels_runs_in_f32(monkeypatch, caplog, native):
+  """Where oneDNN has no bf16 convolutions (no AVX-512: it cannot even build them), bf16
+  runs on its f32 kernels with bf16 results and gradients; where it has them, natively."""
+  from rir_jax.kernels import build  # pylint: disable=import-outside-toplevel
+  if native and not build.bf16_convolutions():
+    pytest.skip("this CPU has no bf16 convolutions in oneDNN")
+  monkeypatch.setattr(build, "bf16_convolutions", lambda: native)
+  onednn._warn_widened.cache_clear()  # pylint: disable=protected-access
+  x_shape, w_shape, strides, padding = CASES[2]
+  x, w, r = random_operands(x_shape, w_shape, jnp.bfloat16, strides, padding)
+  step = loss_and_grads(onednn.conv_general_dilated, strides, padding)
+  with caplog.at_level(logging.WARNING):
+    hlo = step.lower(x, w, r).as_text()
+    (_, y), grads = step(x, w, r)
+  (_, y_ref), grads_ref = loss_and_grads(lax.conv_general_dilated, strides, padding)(x, w, r)
+  calls = [line for line in hlo.splitlines() if "RirOnednnConv" in line and "call" in line]
+  assert len(calls) == 3  # forward and both gradients
+  forward = next(line for line in calls if "Forward" in line)
+  assert forward.endswith("-> tensor<2x4x4x6xbf16>" if native else "-> tensor<2x4x4x6xf32>")
+  assert ("no bf16 convolutions" in caplog.text) != native
+  assert y.dtype == grads[0].dtype == grads[1].dtype == jnp.bfloat16
+  for actual, expected in zip((y, *grads), (y_ref, *grads_ref)):
+    assert_close(actual, expected, TOLERANCE[jnp.bfloat16])
 
 
 @pytest.mark.parametrize("w_shape,kwargs", [

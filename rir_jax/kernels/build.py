@@ -128,8 +128,11 @@ def _find_opencl_cpu_driver() -> None:
 
 
 @functools.cache
-def _load() -> tuple[bool, str]:
-  """Builds (once per cache directory), loads, checks and registers the library."""
+def _load() -> tuple[bool, bool, str]:
+  """Builds (once per cache directory), loads, checks and registers the library.
+
+  Returns whether it is usable, whether its convolutions take bf16, and a message.
+  """
   try:
     path = _library_path()
     if path.exists() and not _is_whole(path):
@@ -142,17 +145,27 @@ def _load() -> tuple[bool, str]:
     library = ctypes.CDLL(str(path))
     message = ctypes.create_string_buffer(512)
     if library.RirOnednnCheck(message, ctypes.c_size_t(len(message))):
-      return False, f"{message.value.decode()} ({path})"
+      return False, False, f"{message.value.decode()} ({path})"
     for target in TARGETS:
       jax.ffi.register_ffi_target(
           target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
   except Exception as e:  # pylint: disable=broad-except
     # Anything from a missing compiler to a missing libdnnl.so means "use XLA".
-    return False, f"{type(e).__name__}: {e}"
-  return True, f"{message.value.decode()} ({path})"
+    return False, False, f"{type(e).__name__}: {e}"
+  bf16 = bool(library.RirOnednnSupportsBf16())
+  return True, bf16, (f"{message.value.decode()}, bf16 convolutions: "
+                      f"{'native' if bf16 else 'none on this CPU'} ({path})")
 
 
 def is_available() -> tuple[bool, str]:
   """Whether the library builds and loads here, and why (or why not)."""
   with _load_lock:
-    return _load()
+    usable, _, message = _load()
+  return usable, message
+
+
+def bf16_convolutions() -> bool:
+  """Whether oneDNN convolves bf16 on this CPU: its bf16 kernels need AVX-512 or AMX.
+  False where the library does not load."""
+  with _load_lock:
+    return _load()[1]

@@ -11,6 +11,7 @@ split (each device convolves its slice; the weight gradients are summed).
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ _TARGETS = {"forward": "RirOnednnConvForward",
             "backward_weights": "RirOnednnConvBackwardWeights"}
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+log = logging.getLogger(__name__)
 
 
 def is_available() -> tuple[bool, str]:
@@ -165,7 +167,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          out_sharding=None):
   """`lax.conv_general_dilated` on oneDNN where it applies, else on XLA.
 
-  oneDNN takes NHWC/HWIO/NHWC, f32 or bf16, any strides and non-negative
+  oneDNN takes NHWC/HWIO/NHWC, f32 or bf16 (in f32 where the CPU has no bf16
+  kernels), any strides and non-negative
   explicit or 'SAME'/'VALID' padding; no dilation, feature groups or
   `out_sharding`, nor shard_map or explicit sharding (automatic is fine). It
   ignores `precision`: it computes f32 in full f32, as XLA's CPU backend does.
@@ -184,4 +187,35 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   available, reason = is_available()
   if not available:
     raise RuntimeError(f"oneDNN convolution unavailable: {reason}")
+  if rhs.shape[:2] == (1, 1) and strides != (1, 1):
+    lhs, strides, pads = _pixels_read(lhs, strides, pads), (1, 1), ((0, 0), (0, 0))
+  if lhs.dtype == jnp.bfloat16 and not build.bf16_convolutions():
+    return _widened_conv(lhs, rhs, strides, pads)
   return _conv(lhs, rhs, strides, pads)
+
+
+def _pixels_read(lhs, strides, pads):
+  """The input pixels a strided 1x1 convolution reads, padding included: convolved with
+  unit strides, they give its result. oneDNN's own way to do this, on AVX2 CPUs (3.2's
+  `jit_1x1:avx2`), returned wrong weight gradients for input channels not a multiple of 8
+  (tests/test_onednn_conv.py)."""
+  padded = lax.pad(lhs, jnp.zeros((), lhs.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads),
+                                                    (0, 0, 0)))
+  out_hw = _output_hw(lhs.shape, (1, 1), strides, pads)
+  end = (padded.shape[0], *((o - 1) * s + 1 for o, s in zip(out_hw, strides)), padded.shape[3])
+  return lax.slice(padded, (0, 0, 0, 0), end, (1, *strides, 1))
+
+
+@functools.cache  # one warning per process
+def _warn_widened() -> None:
+  log.warning("this CPU has no bf16 convolutions in oneDNN (they need AVX-512 or AMX): "
+              "bf16 convolutions run in float32 and round to bf16, no faster than "
+              "dtype=float32")
+
+
+def _widened_conv(lhs, rhs, strides, pads):
+  """A bf16 convolution as oneDNN's bf16 kernels compute it (f32 sums of exact products,
+  rounded to bf16), on its f32 kernels; its gradients come back in bf16 likewise."""
+  _warn_widened()
+  f32 = jnp.float32
+  return _conv(lhs.astype(f32), rhs.astype(f32), strides, pads).astype(lhs.dtype)

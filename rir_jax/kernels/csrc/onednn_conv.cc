@@ -288,6 +288,24 @@ extern "C" int RirOnednnCheck(char* message, size_t size) {
   return 0;
 }
 
+// Whether this oneDNN builds bf16 convolutions on this CPU (all three passes of
+// a small one): its bf16 kernels need AVX-512 or AMX, and without them creating
+// a primitive fails. Returns 1 where they build, 0 where not.
+extern "C" int RirOnednnSupportsBf16() {
+  const Problem probe{kForward, memory::data_type::bf16, 2, 8, 8, 16, 3, 3, 16,
+                      8, 8, 1, 1, 1, 1, 1, 1};
+  try {
+    for (Pass pass : {kForward, kBackwardData, kBackwardWeights}) {
+      Problem p = probe;
+      p.pass = pass;
+      Compile(p);
+    }
+  } catch (const std::exception&) {
+    return 0;
+  }
+  return 1;
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RirOnednnConvForward, Forward, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RirOnednnConvBackwardData, BackwardData,
                               Binding());
