@@ -328,9 +328,21 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
       "jax_compile_seconds": jax_bench.compile_seconds,
       "eval_batch": jax_bench.eval_batch, "eval_images_per_sec": jax_bench.eval_images_per_sec(),
       "steps": steps, "device_kind": jax.devices()[0].device_kind,
-      "host_cpus": os.cpu_count(), "host_cpu_used_by_others": others,
+      "host_cpus": os.cpu_count(), "host_cpu_simd": host_cpu_simd(),
+      "host_cpu_used_by_others": others,
       "backend": jax.default_backend(), "jax_version": jax.__version__,
   }
+
+
+def host_cpu_simd() -> str:
+  """The host CPU's widest vector instructions that decide the CPU rows' speed (Linux):
+  amx_bf16, avx512_bf16 (bf16 dot products), avx512f, avx2, or "other"."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+  except OSError:
+    flags = []
+  return next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "other")
 
 
 def main(argv=None) -> int:

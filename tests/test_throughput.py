@@ -52,6 +52,7 @@ def test_main_writes_one_json_line_without_torch(tmp_path):
     assert row["torch_modes"] == [] and row["torch_compile_seconds"] is None
     assert all(row[f"torch_{mode}_images_per_sec"] is None for mode in TORCH_MODES)
     assert row["peak_dtype"] == "float32"
+    assert row["host_cpu_simd"] in ("amx_bf16", "avx512_bf16", "avx512f", "avx2", "other")
   table = throughput_table.markdown(rows).splitlines()
   assert len(table) == 2 + len(rows)
   assert table[2].startswith("| ResNet-20 (`resnet`, ")  # the model named once, in full
