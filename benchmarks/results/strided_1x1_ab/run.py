@@ -42,6 +42,8 @@ def step(fn):
 
 
 def main(blocks: int) -> None:
+  available, reason = conv.is_available()  # builds and registers the library
+  assert available, reason
   rng = np.random.default_rng(0)
   for x_shape, w_shape in SHAPES:
     x, w = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x_shape, w_shape))
