@@ -44,7 +44,7 @@ from benchmarks.throughput_table import TORCH_MODES
 from configs import default
 from rir_jax import data, host_memory, loop, parallel, train
 from rir_jax.data import feeding
-from rir_jax.kernels import select
+from rir_jax.kernels import build, select
 from rir_jax.models import count_params
 
 try:
@@ -337,11 +337,7 @@ def measure(model: str, batch: int, dtype: str, *, dataset: data.Dataset, steps:
 def host_cpu_simd() -> str:
   """The host CPU's widest vector instructions that decide the CPU rows' speed (Linux):
   amx_bf16, avx512_bf16 (bf16 dot products), avx512f, avx2, or "other"."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-  except OSError:
-    flags = []
+  flags = build.cpu_flags()
   return next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "other")
 
 

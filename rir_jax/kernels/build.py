@@ -50,6 +50,11 @@ def _cpu_features() -> bytes:
     return b""
 
 
+def cpu_flags() -> set[str]:
+  """The CPU's feature flags as names (Linux; empty elsewhere): avx2, avx512f, ..."""
+  return set(_cpu_features().decode(errors="replace").partition(":")[2].split())
+
+
 def _library_path() -> pathlib.Path:
   """Where the library for these sources, jax, oneDNN, flags and CPU lives."""
   key = hashlib.sha256()
