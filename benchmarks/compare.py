@@ -25,7 +25,7 @@ import ml_collections
 
 from benchmarks import report
 from configs import cifar, mnist
-from rir_jax import checkpoint, checks, data, host_memory, loop, metrics
+from rir_jax import checkpoint, checks, data, host_memory, loop, metrics, trainer
 from rir_jax import workdir as workdir_lib
 from rir_jax.kernels import select
 from rir_jax.models import count_params
@@ -153,7 +153,7 @@ def model_facts(config, dataset) -> dict:
   """
   config = config.copy_and_resolve_references()
   config.kernels = "xla"
-  model = loop.make_model(config, dataset.num_classes)
+  model = trainer.make_model(config, dataset.num_classes)
   x = jnp.zeros((8, *dataset.train_images.shape[1:]), jnp.float32)
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
   compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()

@@ -8,7 +8,7 @@
   python -m benchmarks.throughput --models=resnet,rir,rir_paper --batch=128,500 \
       --dtype=float32,bfloat16 --no_torch               # a GPU or TPU, JAX only
 
-The JAX side is the project's own step (rir_jax.loop.Trainer); the PyTorch side
+The JAX side is the project's own step (rir_jax.trainer.Trainer); the PyTorch side
 (benchmarks/torch_models.py, channels_last) does the same work: crop+flip
 augmentation and normalization of a uint8 batch, forward, cross-entropy, backward,
 SGD with momentum 0.9 and L2 weight decay on kernels, at the same batch and dtype
@@ -42,7 +42,7 @@ import ml_collections
 
 from benchmarks.throughput_table import TORCH_MODES
 from configs import default
-from rir_jax import data, host_memory, loop, parallel, train
+from rir_jax import data, host_memory, loop, parallel, train, trainer
 from rir_jax.data import feeding
 from rir_jax.kernels import build, select
 from rir_jax.models import count_params
@@ -77,8 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="leave malloc as it is (launch.py's --noreuse_host_memory)")
   args = p.parse_args(argv)
   for dtype in args.dtype.split(","):
-    if dtype not in loop.DTYPES:
-      p.error(f"unknown dtype {dtype!r}; choose from {', '.join(loop.DTYPES)}")
+    if dtype not in trainer.DTYPES:
+      p.error(f"unknown dtype {dtype!r}; choose from {', '.join(trainer.DTYPES)}")
   args.kernels = ",".join(select.OLD_NAMES.get(k, k) for k in args.kernels.split(","))
   for kernels in args.kernels.split(","):
     if kernels not in ("xla", "cpu_library"):
@@ -99,7 +99,7 @@ def matmul_peak_gflops(dtype: str) -> float:
   """Best GFLOP/s of a square jnp.dot: the yardstick for the fraction of peak."""
   n = 2048 if jax.default_backend() == "cpu" else 16384  # ~0.2 s on 2 CPU cores
   # Random data: zeros or ones let a GPU clock higher than real work does.
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), loop.DTYPES[dtype])
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), trainer.DTYPES[dtype])
   dot = jax.jit(jnp.dot)
   jax.block_until_ready(dot(a, a))
   best = min(timed(lambda: jax.block_until_ready(dot(a, a))) for _ in range(PEAK_REPS))
@@ -149,7 +149,7 @@ class JaxBench:
                eval_batch: int):
     plan = loop.make_plan(config, len(dataset.train_labels))
     mesh = parallel.make_mesh(jax.devices()[:1])
-    self.trainer = loop.Trainer(config, dataset, plan, mesh=mesh)
+    self.trainer = trainer.Trainer(config, dataset, plan, mesh=mesh)
     n = config.batch_size
     self.batch = parallel.global_batch_from_local(
         {"image": dataset.train_images[:n], "label": dataset.train_labels[:n]}, mesh)
@@ -169,7 +169,7 @@ class JaxBench:
     on_xla = config.copy_and_resolve_references()
     on_xla.kernels = "xla"
     xla_step = functools.partial(train.train_step,
-                                 cfg=loop.make_step_config(on_xla, dataset, plan))
+                                 cfg=trainer.make_step_config(on_xla, dataset, plan))
     self.flops, self.flops_source = step_flops(
         self.compiled_step, xla_step, self.trainer.state, self.batch)
     self.params = count_params(self.trainer.state.params)

@@ -13,7 +13,7 @@ import socket
 import jax
 import ml_collections
 
-from rir_jax import data, loop, memory_check, optim, warm_start
+from rir_jax import data, memory_check, optim, trainer, warm_start
 from rir_jax.data import DATASET_NAMES, batching
 from rir_jax.errors import ConfigError, UsageError, one_line
 from rir_jax.kernels import select
@@ -189,7 +189,7 @@ def dataset_fits(config: ml_collections.ConfigDict, dataset: data.Dataset) -> No
 def model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
   """Builds the model abstractly: bad model keys, or batches too big for memory, fail here."""
   try:
-    built = loop.make_model(config, dataset.num_classes)
+    built = trainer.make_model(config, dataset.num_classes)
     shape = (1, *dataset.train_images.shape[1:])
     jax.eval_shape(lambda: built.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape),
                                       train=False))

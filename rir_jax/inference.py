@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rir_jax import loop, parallel, train
+from rir_jax import parallel, train, trainer
 from rir_jax.data import feeding
 from rir_jax.loading import Trained
 
@@ -22,7 +22,7 @@ def _step_config(trained: Trained) -> train.StepConfig:
   pre = trained.preprocess
   return train.StepConfig(model=trained.model, tx=None, schedule=None,
                           num_classes=pre.num_classes, augmentation="none", mean=pre.mean,
-                          std=pre.std, dtype=loop.DTYPES[pre.dtype])
+                          std=pre.std, dtype=trainer.DTYPES[pre.dtype])
 
 
 def _state(trained: Trained, mesh) -> train.TrainState:

@@ -13,7 +13,7 @@ import pathlib
 import flax.linen as nn
 import ml_collections
 
-from rir_jax import loop, models, renamed
+from rir_jax import models, renamed, trainer
 from rir_jax.data import Dataset
 from rir_jax.kernels import select
 from rir_jax.preprocess import Preprocess
@@ -53,7 +53,7 @@ def build_model(card: dict, *, kernels: str | None = None) -> nn.Module:
                for k, v in card["model"].items() if k not in ("name", "num_classes")}
   return select.build_model(card["model"]["name"], num_classes=card["model"]["num_classes"],
                             kernels=kernels or trained_kernels(card),
-                            dtype=loop.DTYPES[card["dtype"]], **arguments)
+                            dtype=trainer.DTYPES[card["dtype"]], **arguments)
 
 
 def trained_kernels(card: dict) -> str:

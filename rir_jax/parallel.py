@@ -5,11 +5,18 @@ One compiled step serves every machine: a 1-D mesh named `data` over all devices
 """
 from __future__ import annotations
 
+import itertools
+
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+# How long a process waits at wait_for_peers for peers still at work (compiling, on a
+# loaded host or a persistent-cache miss); a dead peer fails it sooner, at its heartbeat.
+PEER_WAIT_S = 3600
+_barriers = itertools.count()
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
@@ -32,6 +39,21 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
         coordinator_bind_address=coordinator_address if process_id == 0 else None, **timeouts)
   elif auto:
     jax.distributed.initialize(**timeouts)
+
+
+def wait_for_peers(name: str) -> None:
+  """Returns once every process has called it with the same `name` (in the same order).
+
+  Waits on JAX's coordination service, not a collective: the first run of a program's
+  CPU collective sets up its gloo context, whose key exchange gives up after 30 s, so a
+  process that reaches it while a peer is still compiling failed the run (seen with one
+  process compiling 30 s longer on a loaded host). Call it after compiling, before the
+  first run. One process: returns at once.
+  """
+  if jax.process_count() == 1:
+    return
+  wait = ocp.multihost.get_barrier_sync_fn()
+  wait(key=f"rir_jax_{next(_barriers)}_{name.replace(' ', '_')}", timeout_ms=PEER_WAIT_S * 1000)
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from launch_helpers import tiny_config
-from rir_jax import data, loop, run, train
+from rir_jax import data, loop, run, train, trainer
 from rir_jax.data import augment
 from rir_jax.data import batching
 
@@ -137,7 +137,7 @@ def test_the_train_step_augments_with_its_rng_folded_with_the_step(tiny, synthet
   with the key fold_in(state.rng, step): no other key, and a new one each step."""
   config = tiny_config(tiny)
   plan = loop.make_plan(config, len(synthetic.train_labels))
-  crop = loop.make_step_config(config, synthetic, plan, device_count=1)
+  crop = trainer.make_step_config(config, synthetic, plan, device_count=1)
   steps = {cfg.augmentation: jax.jit(functools.partial(train.train_step, cfg=cfg))
            for cfg in (crop, dataclasses.replace(crop, augmentation='none'))}
   state = train.create_train_state(crop, config.seed, synthetic.train_images.shape[1:])

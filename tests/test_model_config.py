@@ -10,7 +10,7 @@ import sys
 import ml_collections
 import pytest
 
-from rir_jax import loop, model_card, models, renamed, workdir
+from rir_jax import model_card, models, renamed, trainer, workdir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if not p.name.startswith("_"))
@@ -44,21 +44,21 @@ def test_every_config_holds_all_its_model_arguments(config_name):
 def test_model_flags_reach_the_model():
   config = _parse("rir_cifar:smoke", "--config.model.single_conv=True",
                   "--config.model.shortcut=zero_pad")
-  model = loop.make_model(config, num_classes=10)
+  model = trainer.make_model(config, num_classes=10)
   assert (model.single_conv, model.shortcut) == (True, "zero_pad")
   config = _parse("mnist:model=cnn", "--config.model.widths=(4, 8)")
-  assert tuple(loop.make_model(config, num_classes=10).widths) == (4, 8)
+  assert tuple(trainer.make_model(config, num_classes=10).widths) == (4, 8)
   config = _parse("mnist:model=resnet", "--config.model.shortcut=projection")
-  assert loop.make_model(config, num_classes=10).shortcut == "projection"
+  assert trainer.make_model(config, num_classes=10).shortcut == "projection"
 
 
 def test_another_models_name_keeps_working_without_its_keys():
   """The CNN config's own keys at their defaults do not stop --config.model.name=resnet."""
   config = _parse("mnist:model=cnn", "--config.model.name=resnet")
-  assert isinstance(loop.make_model(config, num_classes=10), models.ResNet)
+  assert isinstance(trainer.make_model(config, num_classes=10), models.ResNet)
   config = _parse("mnist:model=cnn", "--config.model.name=resnet", "--config.model.widths=(4, 8)")
   with pytest.raises(TypeError, match="widths"):
-    loop.make_model(config, num_classes=10)
+    trainer.make_model(config, num_classes=10)
 
 
 def test_a_key_of_another_model_is_one_line_exit_2(tmp_path):

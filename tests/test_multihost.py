@@ -5,6 +5,7 @@ with one-process runs both ways, and fail (not hang) when a peer dies; re-runnin
 same commands resumes. See DESIGN.md section 6 for the traps these settings avoid.
 """
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -38,12 +39,16 @@ class Processes:
     self.running.append(proc)
     return proc
 
-  def pair(self, tiny, workdir, port, *flags) -> list[subprocess.Popen]:
-    return [self.launch(
-        launch_command(tiny, workdir, f"--coordinator_address=127.0.0.1:{port}",
-                       "--num_processes=2", f"--process_id={i}",
-                       f"--distributed_timeout={TIMEOUT_S}", *flags),
-        workdir.parent / f"{workdir.name}.p{i}.log", TWO_DEVICES) for i in range(2)]
+  def pair(self, tiny, workdir, port, *flags, slow=("", "")) -> list[subprocess.Popen]:
+    """`slow[i]`: process i's compile delays (tests/slow_peer.py), "" for none."""
+    commands = [launch_command(tiny, workdir, f"--coordinator_address=127.0.0.1:{port}",
+                               "--num_processes=2", f"--process_id={i}",
+                               f"--distributed_timeout={TIMEOUT_S}", *flags) for i in range(2)]
+    for command, delays in zip(commands, slow):
+      if delays:
+        command[1:2] = [str(pathlib.Path(__file__).parent / "slow_peer.py"), delays]
+    return [self.launch(command, workdir.parent / f"{workdir.name}.p{i}.log", TWO_DEVICES)
+            for i, command in enumerate(commands)]
 
   def single(self, tiny, workdir, *flags) -> subprocess.Popen:
     return self.launch(launch_command(tiny, workdir, *flags),
@@ -145,3 +150,34 @@ def test_a_killed_process_fails_its_peer_in_bounded_time_and_the_pair_resumes(
   assert resumed and int(resumed.group(1)) > 0
   assert result_lines(workdir) == result_lines(runs / "pair")
   assert max_abs_difference(read_checkpoint(workdir, 12), read_checkpoint(runs / "pair", 12)) == 0
+
+
+# Past gloo's fixed 30 s for the key exchange of a first collective, and past TIMEOUT_S.
+COMPILE_SKEW_S = 35
+
+
+def test_a_peer_compiling_slower_does_not_fail_the_pair(tiny, runs, tmp_path, processes):
+  """Each process reaches each program's first run while its peer still compiles it: the
+  state (before the checkpoint manager's first collective), the train step and the eval.
+  They wait for each other instead of failing, and train what an even pair trains."""
+  workdir = tmp_path / "run"
+  pair = processes.pair(tiny, workdir, free_port(), slow=(
+      f"train_step={COMPILE_SKEW_S}", f"create_train_state={COMPILE_SKEW_S},evaluate=15"))
+  _assert_ok(pair, workdir)
+  assert result_lines(workdir) == result_lines(runs / "pair")
+  assert max_abs_difference(read_checkpoint(workdir, 12), read_checkpoint(runs / "pair", 12)) == 0
+
+
+def test_a_peer_killed_while_the_other_waits_for_it_fails_the_other(tiny, tmp_path, processes):
+  workdir = tmp_path / "run"
+  waiting, slow = processes.pair(tiny, workdir, free_port(),
+                                 slow=("", f"create_train_state={LIMIT_S}"))
+  time.sleep(COMPILE_SKEW_S)  # process 0 has compiled the state and waits for process 1
+  assert waiting.poll() is None
+  os.killpg(slow.pid, signal.SIGKILL)
+  killed_at = time.monotonic()
+  code = waiting.wait(timeout=LIMIT_S)
+  waited = time.monotonic() - killed_at
+  print(f"process 0 exited with {code} {waited:.1f} s after process 1 was killed")
+  assert code == 1 and waited < 6 * TIMEOUT_S
+  assert "error: " in _log(workdir, 0)

@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from configs import default
-from rir_jax import checkpoint, checks, loop, metrics, optim, parallel, train
+from rir_jax import (checkpoint, checks, loop, metrics, optim, parallel, train,
+                     trainer as trainer_lib)
 from rir_jax.data import feeding
 from rir_jax.kernels import conv, select
 
@@ -34,7 +35,7 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
 
 def run_steps(config, dataset, mesh, steps):
   plan = loop.make_plan(config, len(dataset.train_labels))
-  trainer = loop.Trainer(config, dataset, plan, mesh=mesh)
+  trainer = trainer_lib.Trainer(config, dataset, plan, mesh=mesh)
   batches = feeding.train_batches(dataset.train_images, dataset.train_labels,
                                   global_batch=config.batch_size, seed=config.seed,
                                   mesh=trainer.mesh, chunks=[(s, 1) for s in range(steps)])
@@ -58,7 +59,7 @@ def test_eight_devices_match_one_device(synthetic):
 def test_training_changes_params_and_lowers_loss(synthetic):
   config = tiny_config(**{"optimizer.learning_rate": 0.05})
   state, _ = run_steps(config, synthetic, parallel.make_mesh(), 1)
-  fresh = jax.device_get(loop.Trainer(config, synthetic, loop.make_plan(config, 10000)).state)
+  fresh = jax.device_get(trainer_lib.Trainer(config, synthetic, loop.make_plan(config, 10000)).state)
   moved = [not np.array_equal(a, b) for a, b in
            zip(jax.tree.leaves(state.params), jax.tree.leaves(fresh.params))]
   assert all(moved)
@@ -83,7 +84,7 @@ def test_resume_is_bit_identical(synthetic, tmp_path):
 
 
 def _restore(config, dataset, workdir):
-  trainer = loop.Trainer(config, dataset, loop.make_plan(config, len(dataset.train_labels)))
+  trainer = trainer_lib.Trainer(config, dataset, loop.make_plan(config, len(dataset.train_labels)))
   ckpts = checkpoint.Checkpoints(workdir / "checkpoints", keep=3)
   try:
     state = ckpts.restore_newest(trainer.state)
@@ -198,7 +199,7 @@ def test_onednn_step_on_eight_devices_matches_xla_on_one(synthetic, model):
     onednn, mo = run_steps(config, synthetic, parallel.make_mesh(), 1)
     x = jnp.zeros((2, 32, 32, 3), getattr(jnp, dtype))
     variables = jax.device_get(xla)
-    hlo = jax.jit(lambda x: loop.make_model(config, 10).apply(
+    hlo = jax.jit(lambda x: trainer_lib.make_model(config, 10).apply(
         {"params": variables.params, "batch_stats": variables.batch_stats}, x,
         train=False)).lower(x).as_text()
     assert hlo.count("RirOnednnConvForward") >= 3  # every convolution, not just some

@@ -17,7 +17,7 @@ import pytest
 from configs import cifar, default, rir_cifar
 from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
                             result_lines, write_tiny_config)
-from rir_jax import checks, loop, parallel, train
+from rir_jax import checks, loop, parallel, train, trainer as trainer_lib
 from rir_jax.data import augment, batching, feeding, loader
 from rir_jax.kernels import batch_norm
 from rir_jax.kernels.batch_norm import BatchNorm
@@ -63,7 +63,7 @@ class FirstStep:
 def _first_step(batch_size: int, kernels: str, devices: int) -> FirstStep:
   config, dataset = _config(batch_size, kernels), _dataset()
   mesh = parallel.make_mesh(jax.devices()[:devices])
-  trainer = loop.Trainer(config, dataset, loop.make_plan(config, len(dataset.train_labels)),
+  trainer = trainer_lib.Trainer(config, dataset, loop.make_plan(config, len(dataset.train_labels)),
                          mesh=mesh)
   before = jax.device_get(trainer.state.params)
   batch = feeding.train_batch(dataset.train_images, dataset.train_labels,

@@ -17,7 +17,8 @@ import numpy as np
 
 from rir_jax import train
 from rir_jax.data import feeding, loader
-from rir_jax.loop import Trainer, make_plan
+from rir_jax.loop import make_plan
+from rir_jax.trainer import Trainer
 
 model, kernels, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
 config = runpy.run_path("configs/mnist.py")["get_config"](f"model={model},smoke")
