@@ -29,11 +29,25 @@ def newest_step(directory: storage.Path) -> int | None:
   return max(steps, default=None)
 
 
+def save_whole_arrays_on_cpu() -> None:
+  """On the CPU backend, each replicated array is written from one device's copy.
+
+  Orbax's default there splits it among its replicas, and slicing each (parameter shape,
+  device) compiles a program: 24 for the tests' 4-device CNN, ~100 ms each on a 2-core CPU,
+  and hundreds for the paper's RiR on 8 devices, all at the first save. The copies share one
+  memory, so splitting saves nothing. (Orbax already writes whole arrays on GPUs.)
+  """
+  if jax.default_backend() == "cpu":
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 class Checkpoints:
   """The run's checkpoint folder: save every so often, resume from the newest good one."""
 
   def __init__(self, directory: storage.Path, *, keep: int):
     self._directory = storage.absolute(directory)
+    save_whole_arrays_on_cpu()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=True,
         # A save killed half-way leaves a temporary folder; Orbax ignores and removes it.
