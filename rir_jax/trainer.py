@@ -64,7 +64,7 @@ class Trainer:
     image_shape = dataset.train_images.shape[1:]
     create = jax.jit(lambda: train.create_train_state(self.cfg, config.seed, image_shape),
                      out_shardings=rep)
-    self.state = create.lower().compile(_init_compiler_options())()
+    self.state = create.lower().compile(init_compiler_options())()
     # The state's program took each process its own time to compile; the first collective
     # on the state (the checkpoint manager's) must not wait on a peer still compiling it.
     parallel.wait_for_peers("train state created")
@@ -123,11 +123,11 @@ class Trainer:
             f"{prefix}/examples": int(count)}
 
 
-def _init_compiler_options() -> dict | None:
+def init_compiler_options() -> dict | None:
   """The initial state's program runs once, but on the CPU backend LLVM spent most of its
-  compile time optimising it (the random-number code): ResNet-20's took 9.6 s, 2.5 s
-  unoptimised, RiR's 14.8 s and 7.4 s. Its values move by float32 rounding, the same in
-  every process and layout."""
+  compile time optimising it (its random-number code): on 8 CPU devices ResNet-20's took
+  9.6 s, 3.2 s unoptimised, RiR's 19.6 s and 15.6 s (benchmarks/results/startup). Its
+  values move by float32 rounding, the same in every process and layout."""
   return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
 
 
