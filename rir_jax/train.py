@@ -47,9 +47,10 @@ class StepConfig:
   examples_per_batch: int | None = None
 
 
-def create_train_state(step_config: StepConfig, seed: int,
+def create_train_state(step_config: StepConfig, seed: int | jax.Array,
                        image_shape: tuple[int, ...]) -> TrainState:
-  """Initial parameters, BatchNorm statistics and optimizer state, all from `seed`."""
+  """Initial parameters, BatchNorm statistics and optimizer state, all from `seed` (a
+  Python int or a traced int32: the same key, jax.random.PRNGKey's [0, seed])."""
   rng = jax.random.PRNGKey(seed)
   init_key, data_key = jax.random.split(rng)
   dummy = jnp.zeros((1, *image_shape), step_config.dtype)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from jax.sharding import Mesh
 
 from rir_jax import models, optim, parallel, train
@@ -62,9 +63,12 @@ class Trainer:
     _log_padding(config, self.mesh.size)
     rep, data = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
     image_shape = dataset.train_images.shape[1:]
-    create = jax.jit(lambda: train.create_train_state(self.cfg, config.seed, image_shape),
+    # The seed is an argument, not a constant of the program: one program serves every
+    # seed, so a run of another seed finds it in the persistent compilation cache.
+    create = jax.jit(lambda seed: train.create_train_state(self.cfg, seed, image_shape),
                      out_shardings=rep)
-    self.state = create.lower().compile(init_compiler_options())()
+    seed = np.int32(config.seed)  # checks.config_keys holds it to [0, 2**31 - 1]
+    self.state = create.lower(seed).compile(init_compiler_options())(seed)
     # The state's program took each process its own time to compile; the first collective
     # on the state (the checkpoint manager's) must not wait on a peer still compiling it.
     parallel.wait_for_peers("train state created")

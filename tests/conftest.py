@@ -28,6 +28,12 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import pytest  # noqa: E402
 
+from rir_jax import compile_cache  # noqa: E402
+
+# As launch.py does: keys that hold across processes, so that a sharded program on the CPU
+# kernel library, compiled once, is found again by every later test and worker.
+compile_cache.stable_keys()
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
