@@ -77,6 +77,12 @@ def test_cifar10_archive(python, tmp_path):
   np.testing.assert_array_equal(dataset.test_images, expected['test'][0])
   np.testing.assert_array_equal(dataset.test_labels, expected['test'][1])
   assert len(dataset.train_labels) == 3 + 2 + 4 + 1 + 2 and len(dataset.test_labels) == 5
+  # The dataset came from the arrays cached when preparing; the prepared records agree.
+  builder = builders.RirCifar10(data_dir=tmp_path / 'tfds')
+  for split in ('train', 'test'):
+    images, labels = loader._decode_split(builder, split)
+    np.testing.assert_array_equal(images, expected[split][0])
+    np.testing.assert_array_equal(labels, expected[split][1])
   assert (dataset.num_classes, dataset.augmentation) == (10, 'crop_flip')
   assert dataset.mean.shape == (3,) and dataset.description == 'CIFAR-10'
 

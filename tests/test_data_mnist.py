@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from rir_jax import data
 from rir_jax.data import builders
+from rir_jax.data import cache
 from rir_jax.data import formats
 from rir_jax.data import prepare as prepare_cli
 from rir_jax.data import loader
@@ -63,6 +64,19 @@ def test_prepared_data_is_a_tfds_array_record_dataset(data_dir):
   for i in (0, 12_345, 59_999):
     np.testing.assert_array_equal(source[i]['image'], images[i])
     assert source[i]['label'] == labels[i]
+
+
+@pytest.mark.parametrize('name', ['mnist', 'fashion_mnist'])
+def test_arrays_cached_when_preparing_are_the_decoded_split(data_dir, name):
+  # Preparing caches each split's arrays as they were written, without decoding them back
+  # (rir_jax.data.builders, _keep_written): they must be what decoding gives.
+  builder = loader._prepared_builder(name, data_dir, None, download=False)
+  cached = (builder.data_path / cache.FOLDER / 'test_images.npy',
+            builder.data_path / cache.FOLDER / 'test_labels.npy')
+  decoded = loader._decode_split(builder, 'test')
+  for path, array in zip(cached, decoded):
+    np.testing.assert_array_equal(np.load(path), array)
+    assert np.load(path).dtype == array.dtype
 
 
 def test_prepare_cli_does_not_redo_prepared_data(data_dir, shared_data, capsys):

@@ -13,6 +13,7 @@ import socket
 import threading
 import urllib.parse
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from rir_jax.data import formats
@@ -59,6 +60,13 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _splits(self, files: dict[str, pathlib.Path]) -> dict:
     """Split name -> example generator, reading and checking `files` first."""
     raise NotImplementedError
+
+  def _keep_written(self, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Keeps a split's arrays as they are written. Their images are stored as PNG, which
+    is lossless, so these are what decoding the prepared split gives back; loader.prepare
+    caches them as that, instead of decoding every image again (half of preparing MNIST)."""
+    self.written_arrays = {**getattr(self, 'written_arrays', {}),
+                           split: (np.asarray(images, np.uint8), np.asarray(labels, np.int32))}
 
   @classmethod
   def public_name(cls) -> str:
@@ -195,6 +203,7 @@ class RirMnist(Builder):
       labels = formats.read_idx(files[f'{split}_labels'], shape=(size,),
                                 sha256=self._SHA256[f'{split}_labels'])
       arrays[split] = self._generate_examples(images[..., None], labels)
+      self._keep_written(split, images[..., None], labels)
     return arrays
 
   def _generate_examples(self, images, labels):
@@ -263,6 +272,8 @@ class RirCifar10(Builder):
 
   def _splits(self, files):
     splits = formats.read_cifar(files['archive'], self._LAYOUT)
+    for split, (images, labels) in splits.items():
+      self._keep_written(split, images, labels['label'])
     return {split: self._generate_examples(split, images, labels)
             for split, (images, labels) in splits.items()}
 

@@ -24,9 +24,17 @@ def split_arrays(builder, split: str, decode: Callable[[], Arrays]) -> Arrays:
       logging.warning('the cached %s arrays in %s are damaged (%s): making them again',
                       split, cache, ' '.join(str(e).split()))
   images, labels = decode()
+  write(builder, split, images, labels)
+  return images, labels
+
+
+def write(builder, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+  """Caches a split's decoded arrays; where it cannot (a read-only data_dir), a warning."""
+  cache = builder.data_path / FOLDER
   try:
     cache.mkdir(exist_ok=True)
-    for path, array in ((images_path, images), (labels_path, labels)):
+    for kind, array in (('images', images), ('labels', labels)):
+      path = cache / f'{split}_{kind}.npy'
       # Written aside then renamed, so a concurrent or killed writer leaves no half file.
       partial = path.with_suffix(f'.{os.getpid()}.partial')
       with open(partial, 'wb') as f:
@@ -34,4 +42,3 @@ def split_arrays(builder, split: str, decode: Callable[[], Arrays]) -> Arrays:
       os.replace(partial, path)
   except OSError as e:  # A read-only data_dir still loads, only more slowly.
     logging.warning('could not cache %s arrays in %s: %s', builder.name, cache, e)
-  return images, labels

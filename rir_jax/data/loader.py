@@ -136,6 +136,8 @@ def _prepared_builder(name, data_dir, manual_dir, download):
     tfds.display_progress_bar(False)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    for split, (images, labels) in getattr(builder, 'written_arrays', {}).items():
+      cache.write(builder, split, images, labels)
   except OSError as e:
     # Another process preparing the same data_dir may have won the final rename:
     # then its data is ready. Otherwise (disk full, no permission) the user must act.
