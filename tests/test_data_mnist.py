@@ -71,10 +71,8 @@ def test_arrays_cached_when_preparing_are_the_decoded_split(data_dir, name):
   # Preparing caches each split's arrays as they were written, without decoding them back
   # (rir_jax.data.builders, _keep_written): they must be what decoding gives.
   builder = loader._prepared_builder(name, data_dir, None, download=False)
-  cached = (builder.data_path / cache.FOLDER / 'test_images.npy',
-            builder.data_path / cache.FOLDER / 'test_labels.npy')
   decoded = loader._decode_split(builder, 'test')
-  for path, array in zip(cached, decoded):
+  for path, array in zip(cache.paths(builder, 'test'), decoded):
     np.testing.assert_array_equal(np.load(path), array)
     assert np.load(path).dtype == array.dtype
 

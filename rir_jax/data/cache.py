@@ -10,19 +10,24 @@ FOLDER = 'rir_arrays'  # inside the builder's data_path
 Arrays = tuple[np.ndarray, np.ndarray]  # (uint8 NHWC images, int32 labels)
 
 
+def paths(builder, split: str) -> tuple:
+  """The (images, labels) .npy files of a split's cache."""
+  cache = builder.data_path / FOLDER
+  return cache / f'{split}_images.npy', cache / f'{split}_labels.npy'
+
+
 def split_arrays(builder, split: str, decode: Callable[[], Arrays]) -> Arrays:
   """(images, labels) of a prepared split, from the cache, made with `decode()` on first use.
 
   A damaged cache is made again; a data_dir the cache cannot be written to still loads.
   """
-  cache = builder.data_path / FOLDER
-  images_path, labels_path = cache / f'{split}_images.npy', cache / f'{split}_labels.npy'
+  images_path, labels_path = paths(builder, split)
   if images_path.exists() and labels_path.exists():
     try:
       return np.load(images_path), np.load(labels_path)
     except (OSError, ValueError, EOFError) as e:
       logging.warning('the cached %s arrays in %s are damaged (%s): making them again',
-                      split, cache, ' '.join(str(e).split()))
+                      split, images_path.parent, ' '.join(str(e).split()))
   images, labels = decode()
   write(builder, split, images, labels)
   return images, labels
@@ -33,8 +38,7 @@ def write(builder, split: str, images: np.ndarray, labels: np.ndarray) -> None:
   cache = builder.data_path / FOLDER
   try:
     cache.mkdir(exist_ok=True)
-    for kind, array in (('images', images), ('labels', labels)):
-      path = cache / f'{split}_{kind}.npy'
+    for path, array in zip(paths(builder, split), (images, labels)):
       # Written aside then renamed, so a concurrent or killed writer leaves no half file.
       partial = path.with_suffix(f'.{os.getpid()}.partial')
       with open(partial, 'wb') as f:
