@@ -8,6 +8,11 @@ Exit codes: 0 done; 2 bad usage, config or data (one line on stderr, workdir unt
 """
 from __future__ import annotations
 
+from rir_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first: the imports below would run twice
+
 import logging as std_logging
 import os
 import pathlib
@@ -17,8 +22,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rir_jax import (compile_cache, errors, host_memory, library_noise, renamed, run,
-                     storage)
+from rir_jax import compile_cache, errors, library_noise, renamed, run, storage
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",

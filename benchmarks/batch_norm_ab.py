@@ -15,6 +15,11 @@ accelerator can check that the hand-written backward pass does not cost it anyth
 """
 from __future__ import annotations
 
+from rir_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first: the imports below would run twice
+
 import argparse
 import json
 import sys
@@ -23,7 +28,7 @@ from unittest import mock
 import jax
 
 from benchmarks import throughput
-from rir_jax import data, host_memory
+from rir_jax import data
 from rir_jax.kernels import batch_norm as batch_norm_kernels, select
 from rir_jax.models import layers
 

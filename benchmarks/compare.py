@@ -9,6 +9,11 @@ workdir per (model, seed) under OUT/runs/ (re-running reuses finished runs).
 """
 from __future__ import annotations
 
+from rir_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first: the imports below would run twice
+
 import argparse
 import importlib.util
 import json
@@ -25,7 +30,7 @@ import ml_collections
 
 from benchmarks import report
 from configs import cifar, mnist
-from rir_jax import checkpoint, checks, data, host_memory, loop, metrics, trainer
+from rir_jax import checkpoint, checks, data, loop, metrics, trainer
 from rir_jax import workdir as workdir_lib
 from rir_jax.kernels import select
 from rir_jax.models import count_params

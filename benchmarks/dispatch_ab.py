@@ -16,6 +16,11 @@ its ratio to the first value's.
 """
 from __future__ import annotations
 
+from rir_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first: the imports below would run twice
+
 import argparse
 import json
 import pathlib
@@ -26,7 +31,7 @@ import tempfile
 import jax
 
 from benchmarks import time_to_accuracy
-from rir_jax import checks, host_memory
+from rir_jax import checks
 from rir_jax.data import validation
 
 

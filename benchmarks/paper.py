@@ -14,6 +14,11 @@ OUT/curves.png.
 """
 from __future__ import annotations
 
+from rir_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first: the imports below would run twice
+
 import argparse
 import json
 import pathlib

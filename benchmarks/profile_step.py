@@ -18,6 +18,11 @@ CPU only: other backends trace on the device, not in these threads.
 """
 from __future__ import annotations
 
+from rir_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first: the imports below would run twice
+
 import argparse
 import collections
 import json
@@ -31,7 +36,7 @@ import time
 import jax
 
 from benchmarks import throughput
-from rir_jax import data, host_memory
+from rir_jax import data
 from rir_jax.kernels import select
 
 # XLA's CPU runtime runs a step's operations on its intra-op pool, and the first of

@@ -21,6 +21,11 @@ a file, and benchmarks/throughput_table.py makes a Markdown table of them.
 """
 from __future__ import annotations
 
+from rir_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first: the imports below would run twice
+
 import argparse
 import contextlib
 import functools
@@ -42,7 +47,7 @@ import ml_collections
 
 from benchmarks.throughput_table import TORCH_MODES
 from configs import default
-from rir_jax import data, host_memory, loop, parallel, train, trainer
+from rir_jax import data, loop, parallel, train, trainer
 from rir_jax.data import feeding
 from rir_jax.kernels import build, select
 from rir_jax.models import count_params

@@ -19,6 +19,11 @@ one raw JSON line per seed) and prints the table.
 """
 from __future__ import annotations
 
+from rir_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first: the imports below would run twice
+
 import argparse
 import ast
 import dataclasses
@@ -35,7 +40,7 @@ import time
 import jax
 import ml_collections
 
-from rir_jax import checks, host_memory, loop, metrics
+from rir_jax import checks, loop, metrics
 from rir_jax import workdir as workdir_lib
 from rir_jax.data import DataError, validation
 

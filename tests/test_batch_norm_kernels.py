@@ -112,6 +112,17 @@ def test_batch_norm_on_the_kernels_matches_xla(dtype, tolerance):
                       _train_loss(False, dtype)(*operands), tolerance)
 
 
+def test_a_bfloat16_sum_is_normalised_as_written():
+  """Sums and normalising pass read one rounded x: a residual sum of two bf16 arrays
+  normalises bit for bit as that sum written out first, not from a float32 copy."""
+  x, scale, bias, _ = _train_operands((8, 6, 6, 32), jnp.bfloat16)
+  other = _array(x.shape, jnp.bfloat16, seed=6)
+  def normalize(x):
+    return batch_norm_train(x, scale, bias, epsilon=1e-5, relu=True, kernels=True)[0]
+  fused = jax.jit(lambda x, other: normalize(x + other))(x, other)
+  np.testing.assert_array_equal(fused, jax.jit(normalize)(jax.jit(jnp.add)(x, other)))
+
+
 def test_a_split_batch_stays_split():
   """On 8 devices each sums its slice, then the sums are added: no gather."""
   mesh = Mesh(jax.devices(), ("data",))
@@ -199,3 +210,25 @@ def test_models_take_kernel_sums_on_onednn_and_compute_the_same(name, kwargs, ca
     with_xla = compiled()(variables["params"])
   for got, want in zip(jax.tree.leaves(with_kernels), jax.tree.leaves(with_xla)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_bfloat16_resnet_step_holds_its_activations_once():
+  """In bf16 a step's scratch is about half the f32 step's, with no float32 copy of the
+  residual stream beside the bf16 one that the kernels read (0.71x with that copy)."""
+  x = jax.random.normal(jax.random.key(0), (16, 16, 16, 3))
+  labels = jnp.arange(16) % 10
+
+  def scratch_bytes(dtype):
+    model = select.build_model("resnet", num_classes=10, kernels="cpu_library", dtype=dtype,
+                               depth=8)
+    variables = model.init(jax.random.key(1), x, train=False)
+
+    def loss(params):
+      logits, updates = model.apply({**variables, "params": params}, x, train=True,
+                                    mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
+
+    step = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(variables["params"])
+    return step.compile().memory_analysis().temp_size_in_bytes
+
+  assert scratch_bytes(jnp.bfloat16) <= 0.6 * scratch_bytes(jnp.float32)

@@ -1,5 +1,6 @@
 """rir_jax.host_memory: a training step's scratch stops costing page faults."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -54,3 +55,58 @@ def test_reuse_removes_the_page_faults_of_each_step():
 def test_reuse_is_a_no_op_off_linux(monkeypatch):
   monkeypatch.setattr(host_memory.sys, "platform", "darwin")
   assert host_memory.reuse_freed_memory() is False
+
+
+# Restarts with huge pages, then reports the flags of the heap mapping that holds the middle
+# of a fresh 64 MB block ('hg': the kernel was asked for transparent huge pages there;
+# glibc asks from the heap's first 2 MB boundary on).
+HEAP_FLAGS = """
+import ctypes, json, os, re
+from rir_jax import host_memory
+host_memory.restart_with_huge_pages()
+host_memory.reuse_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+block = libc.malloc(64 << 20)
+ctypes.memset(block, 1, 64 << 20)
+for mapping in re.split(r"\\n(?=[0-9a-f]+-[0-9a-f]+ )", open("/proc/self/smaps").read()):
+  start, end = (int(a, 16) for a in mapping.split()[0].split("-"))
+  if start <= block + (32 << 20) < end:
+    flags = re.search(r"VmFlags:(.*)", mapping).group(1).split()
+print(json.dumps({"tunables": os.environ.get("GLIBC_TUNABLES"), "flags": flags}))
+"""
+
+THP_MADVISE = (host_memory._thp_mode() == "madvise"
+               and (host_memory._glibc_version() or (0, 0)) >= host_memory.HUGE_PAGES_SINCE)
+
+
+def heap_flags(tmp_path, environment: dict) -> dict:
+  """HEAP_FLAGS run as `python -m`, as the benchmarks are: the restart keeps the -m."""
+  (tmp_path / "heap_flags.py").write_text(HEAP_FLAGS)
+  env = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+  env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}", **environment)
+  out = subprocess.run([sys.executable, "-m", "heap_flags"], check=True, cwd=tmp_path,
+                       env=env, capture_output=True, text=True).stdout
+  return json.loads(out)
+
+
+@pytest.mark.skipif(not THP_MADVISE, reason="needs glibc >= 2.35 and THP in madvise mode")
+def test_restart_puts_the_heap_on_huge_pages(tmp_path):
+  restarted = heap_flags(tmp_path, {})
+  assert restarted["tunables"] == "glibc.malloc.hugetlb=1" and "hg" in restarted["flags"]
+  kept = heap_flags(tmp_path, {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})  # the user's no
+  assert kept["tunables"] == "glibc.malloc.hugetlb=0" and "hg" not in kept["flags"]
+
+
+def test_huge_pages_environment_adds_the_tunable_only_where_it_changes_something():
+  new = host_memory.huge_pages_environment
+  glibc = host_memory.HUGE_PAGES_SINCE
+  assert new({"A": "1"}, "madvise", glibc) == {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  assert new({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}, "madvise", (2, 40)) == {
+      "GLIBC_TUNABLES": "glibc.malloc.arena_max=1:glibc.malloc.hugetlb=1"}
+  for environ, thp_mode, version in [
+      ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", glibc),  # the user's choice
+      ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "madvise", glibc),  # restarted already
+      ({}, "always", glibc), ({}, "never", glibc), ({}, None, glibc),
+      ({}, "madvise", (2, 34)), ({}, "madvise", None)]:
+    assert new(environ, thp_mode, version) is None, (environ, thp_mode, version)

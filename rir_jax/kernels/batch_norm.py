@@ -244,6 +244,12 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, *,
   `mask` (one bool per example, the leading axis) keeps only the True examples in
   the statistics; every row is still normalised.
   """
+  if kernels:
+    # The kernels read x as written, in its dtype. Unfenced, XLA keeps a float32 copy of
+    # a bfloat16 x's producer (a residual sum) for the elementwise passes, its excess
+    # precision: x written in both dtypes, a pass and twice the bytes more per batch norm
+    # (benchmarks/PERFORMANCE.md, section 14). Fenced, sums and passes read one rounded x.
+    x = jax.lax.optimization_barrier(x)
   weights = None if mask is None else mask.astype(_F32)
   y, mean, var = _normalize(x, scale.astype(_F32), bias.astype(_F32), weights, epsilon, relu,
                             jnp.dtype(dtype or x.dtype), kernels)
