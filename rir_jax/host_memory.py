@@ -10,8 +10,8 @@ freed memory, glibc hands the same pages back to the next step.
 Those pages are 4 KB unless malloc asks the kernel for transparent huge pages (2 MB),
 which glibc does only when started with its tunable `glibc.malloc.hugetlb=1`: an
 entry point restarts itself once with it (`restart_with_huge_pages`), and a step that
-sweeps ~100 MB of scratch then needs ~50 TLB entries instead of ~25,000
-(benchmarks/PERFORMANCE.md, section 15).
+sweeps ~100 MB of scratch then touches ~50 pages instead of ~25,000, fewer than the TLB
+holds (benchmarks/PERFORMANCE.md, section 15).
 """
 from __future__ import annotations
 
