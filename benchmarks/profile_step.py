@@ -69,7 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--trace_dir", type=pathlib.Path, default=None,
                  help="keep the trace here (TensorBoard's profile plugin reads it)")
   p.add_argument("--system_malloc", action="store_true",
-                 help="leave malloc as it is (launch.py's --noreuse_host_memory)")
+                 help="let malloc unmap freed memory (launch.py's --noreuse_host_memory; "
+                      "GLIBC_TUNABLES=glibc.malloc.hugetlb=0 keeps 4 KB pages)")
   return p.parse_args(argv)
 
 

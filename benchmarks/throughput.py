@@ -79,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="comma list: eager, compile (default: both, where torch is installed)")
   p.add_argument("--no_torch", action="store_true", help="JAX only, even if torch is there")
   p.add_argument("--system_malloc", action="store_true",
-                 help="leave malloc as it is (launch.py's --noreuse_host_memory)")
+                 help="let malloc unmap freed memory (launch.py's --noreuse_host_memory; "
+                      "GLIBC_TUNABLES=glibc.malloc.hugetlb=0 keeps 4 KB pages)")
   args = p.parse_args(argv)
   for dtype in args.dtype.split(","):
     if dtype not in trainer.DTYPES:
