@@ -3,8 +3,9 @@
   python -m rir_jax.predict --workdir=DIR_OR_EXPORT IMAGE_OR_FOLDER... [--top_k=5] [--json]
       [--step=best|last|N] [--resize]
 
-Each picture is converted as the training data was (grayscale or RGB, then the training
-split's normalisation); one of another size is refused unless --resize. Prints, per image,
+Each picture is turned upright as its EXIF orientation asks, its 16-bit pixels scaled to 8
+bits, then converted as the training data was (grayscale or RGB, then the training split's
+normalisation); one of another size is refused unless --resize. Prints, per image,
 the top-k class names with probabilities (--json: one JSON object per line). Exit codes:
 0 done, 2 bad usage or an unreadable image (nothing is predicted then).
 """
@@ -61,8 +62,12 @@ def read_images(files: list[pathlib.Path], preprocess, *, resize: bool) -> np.nd
     try:
       with Image.open(file) as image:
         arrays.append(preprocess.image_array(image, resize=resize, name=str(file)))
-    except (UnidentifiedImageError, OSError) as error:
-      raise ImageError(f"{file} is not a readable image ({type(error).__name__})") from error
+    except ImageError:
+      raise
+    # Pillow's errors for a broken, truncated or oversized (decompression bomb) file.
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as error:
+      raise ImageError(f"{file} is not a readable image ({type(error).__name__}: {error})") from None
   return np.stack(arrays)
 
 

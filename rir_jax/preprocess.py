@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from rir_jax.data import augment
+from rir_jax.data import augment, pictures
 
-# How a picture of another mode is turned into what the model was trained on.
+# The mode a picture is converted to, by the training images' channels.
 _MODES = {1: "L", 3: "RGB"}
 
 
@@ -61,11 +61,15 @@ class Preprocess:
   def image_array(self, image: Image.Image, *, resize: bool, name: str) -> np.ndarray:
     """One picture as a uint8 HWC array shaped like the training images.
 
-    Colour is converted as the training data was (grayscale or RGB); a picture of
-    another size is resized (bilinear) only when `resize` is set, else refused.
+    The picture is turned upright as its EXIF orientation asks, 16-bit pixels are scaled
+    to 8 bits and colour is converted as the training data was (grayscale or RGB); a
+    picture of another size is resized (bilinear) only when `resize` is set, else refused.
     """
     height, width, channels = self.image_shape
-    image = image.convert(_MODES[channels])
+    try:
+      image = pictures.eight_bit(image, _MODES[channels])
+    except ValueError as error:
+      raise ImageError(f"{name}: {error}") from None
     if image.size != (width, height):
       if not resize:
         raise ImageError(f"{name} is {image.size[0]}x{image.size[1]}; the model takes "

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from rir_jax.data import builders
 from rir_jax.data import formats
+from rir_jax.data import pictures
 from rir_jax.data.errors import DataError
 
 SPLITS = ('train', 'test')
@@ -80,24 +81,30 @@ def _archive_entries(archive: pathlib.Path):
 
 
 def checked_image(source: bytes | pathlib.Path, name: str) -> tuple[bytes, tuple[int, ...]]:
-  """Decodes an image fully; returns RGB PNG or JPEG bytes and its HxWx3 shape."""
+  """Decodes an image fully; returns RGB PNG or JPEG bytes, upright, and its HxWx3 shape.
+
+  An 8-bit RGB PNG or JPEG that shows as stored is kept as it is (a JPEG not re-encoded);
+  any other is converted as predict converts a picture (rir_jax.data.pictures) to PNG.
+  """
   data = source if isinstance(source, bytes) else source.read_bytes()
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()
-      shape = (image.height, image.width, 3)
-      if image.mode == 'RGB' and image.format in ('PNG', 'JPEG'):
-        return data, shape
+      if image.mode == 'RGB' and image.format in ('PNG', 'JPEG') and pictures.is_upright(image):
+        return data, (image.height, image.width, 3)
+      rgb = pictures.eight_bit(image, 'RGB')
       buffer = io.BytesIO()
-      image.convert('RGB').save(buffer, format='png')
-      return buffer.getvalue(), shape
+      rgb.save(buffer, format='png')
+      return buffer.getvalue(), (rgb.height, rgb.width, 3)
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DataError(f'{name}: not a readable image ({e})') from None
 
 
 class RirImageFolder(builders.Builder):
   """Images from a class-per-subfolder tree: root/{train,test}/<class>/*.png|jpg."""
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'Pictures turned upright by their EXIF orientation, 16-bit '
+                            'pixels scaled to 8 bits instead of clipped.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'A tree root/{train,test}/<class>/*.png|jpg.'
   EXPECTED = ('train/<class>/*.png|jpg and test/<class>/*.png|jpg (or one .tar/.tar.gz '
               'archive of them)')
@@ -176,6 +183,9 @@ class RirCifar10Jpeg(RirImageFolder):
   """
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'cifar10_jpeg.tar.gz or its extracted tree.'
   EXPECTED = 'cifar10_jpeg.tar.gz, or its extracted tree {train,test}/<class>/*.jpg'
+  # Its files are 8-bit RGB JPEGs without EXIF, which 1.1.0 prepares as 1.0.0 did.
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {}
   _IMAGE_SHAPE = (32, 32, 3)
   _CLASSES = builders.CIFAR10_CLASSES
 
