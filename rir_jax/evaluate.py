@@ -11,6 +11,7 @@ equal the run's eval line of the same split and step. Exit codes: 0 done, 2 bad 
 """
 from __future__ import annotations
 
+import io
 import json
 import pathlib
 import sys
@@ -18,7 +19,7 @@ import sys
 import jax
 import numpy as np
 
-from rir_jax import cli, errors, eval_report, inference, loading
+from rir_jax import cli, errors, eval_report, inference, loading, storage
 from rir_jax.data import validation
 
 SPLITS = ("test", "validation")
@@ -73,16 +74,19 @@ def evaluate(workdir: pathlib.Path, split: str, step, overrides: dict[str, str])
 
 
 def write(workdir: pathlib.Path, results: dict) -> tuple[pathlib.Path, pathlib.Path]:
+  """The report and its picture, each written whole or not at all (a kill, a full disk)."""
   folder = workdir / "eval"
   folder.mkdir(exist_ok=True)
   stem = f"{results['split']}-{results['step']}"
   report = folder / f"{stem}.json"
-  report.write_text(json.dumps(results, indent=1) + "\n")
+  storage.write_atomic(report, json.dumps(results, indent=1) + "\n")
   picture = folder / f"{stem}-confusion.png"
   title = (f"{workdir.name}: {results['split']} split, step {results['step']}, "
            f"top-1 {results['top1_accuracy']:.4f}")
+  png = io.BytesIO()
   eval_report.confusion_image(np.asarray(results["confusion_matrix"]),
-                              list(results["per_class_accuracy"]), title).save(picture)
+                              list(results["per_class_accuracy"]), title).save(png, format="png")
+  storage.write_atomic(picture, png.getvalue())
   return report, picture
 
 

@@ -13,11 +13,12 @@ flax is installed; `rir_jax.load(FILE)` rebuilds the model from the card.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import numpy as np
 from flax import serialization
+
+from rir_jax import storage
 
 FORMAT = "rir-jax-export"
 VERSION = 1
@@ -28,12 +29,10 @@ class ExportError(ValueError):
 
 
 def write(path: pathlib.Path, card: dict, variables: dict) -> None:
-  """Writes aside, then renames: a reader never sees half a file."""
+  """Writes aside, then renames: a reader never sees half a file, a full disk leaves none."""
   payload = {"format": FORMAT, "version": VERSION, "card": json.dumps(card, sort_keys=True),
              "params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-  tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-  tmp.write_bytes(serialization.msgpack_serialize(_numpy(payload)))
-  tmp.replace(path)
+  storage.write_atomic(path, serialization.msgpack_serialize(_numpy(payload)))
 
 
 def read(path: pathlib.Path) -> tuple[dict, dict]:
@@ -41,7 +40,8 @@ def read(path: pathlib.Path) -> tuple[dict, dict]:
   try:
     payload = serialization.msgpack_restore(path.read_bytes())
   except Exception as error:  # noqa: BLE001 - msgpack raises many kinds on a damaged file
-    raise ExportError(f"{path} is not a rir-jax export file ({type(error).__name__})") from error
+    raise ExportError(f"{path} is not a rir-jax export file, or is a damaged or truncated one "
+                      f"({type(error).__name__})") from error
   if not isinstance(payload, dict) or payload.get("format") != FORMAT:
     raise ExportError(f"{path} is not a rir-jax export file (no '{FORMAT}' header)")
   if payload.get("version") != VERSION:

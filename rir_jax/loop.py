@@ -116,7 +116,7 @@ def _drop_lines_after(path: storage.Path, step: int) -> None:
   try:
     if problems:
       dropped = path.with_name(path.name + ".dropped")
-      dropped.write_bytes(path.read_bytes())
+      storage.write_atomic(dropped, path.read_bytes())
       log.warning("%s: dropped %d unreadable line(s): %s (the file as it was: %s)", path,
                   len(problems), "; ".join(problems[:3]), dropped)
     kept = [line for line in lines if line["step"] <= step]

@@ -13,7 +13,7 @@ import pathlib
 import flax.linen as nn
 import ml_collections
 
-from rir_jax import models, renamed, trainer
+from rir_jax import models, renamed, storage, trainer
 from rir_jax.data import Dataset
 from rir_jax.kernels import select
 from rir_jax.preprocess import Preprocess
@@ -37,10 +37,8 @@ def describe(config: ml_collections.ConfigDict, dataset: Dataset) -> dict:
 
 
 def write(workdir: pathlib.Path, card: dict) -> None:
-  """Written aside then renamed: a kill never leaves half a card."""
-  tmp = workdir / (MODEL_FILE + ".tmp")
-  tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-  tmp.replace(workdir / MODEL_FILE)
+  """Written whole or not at all: neither a kill nor a full disk leaves half a card."""
+  storage.write_atomic(workdir / MODEL_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
 def read(workdir: pathlib.Path) -> dict:

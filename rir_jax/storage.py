@@ -79,18 +79,25 @@ def find_files(path: Path) -> dict[str, tuple[str, Path]]:
           for name, info in found.items() if info.get("type") != "directory"}
 
 
-def write_atomic(path: Path, text: str) -> None:
-  """Replaces `path` with `text` so that a reader, or a kill, never sees half of it."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+  """Replaces `path` with `content` so that a reader, or a kill, never sees half of it."""
   if is_remote(path):
-    path.write_text(text)  # one object upload: all or nothing
+    _write(path, content)  # one object upload: all or nothing
     return
-  tmp = path.with_name(path.name + ".tmp")
+  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # writers never share one
   try:
-    tmp.write_text(text)
+    _write(tmp, content)
     tmp.replace(path)
   except OSError:  # a full disk leaves neither a cut file nor a .tmp
     tmp.unlink(missing_ok=True)
     raise
+
+
+def _write(path: Path, content: str | bytes) -> None:
+  if isinstance(content, bytes):
+    path.write_bytes(content)
+  else:
+    path.write_text(content)
 
 
 def open_log(path: Path):

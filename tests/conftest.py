@@ -4,6 +4,7 @@ import fcntl
 import os
 import pathlib
 import shutil
+import subprocess
 import tempfile
 
 # XLA reads this once, when jax first initialises its backend: set it before anything imports jax.
@@ -128,3 +129,12 @@ def synthetic():
   """The synthetic dataset (random CIFAR-shaped images), loaded once per module."""
   from rir_jax import data
   return data.load_dataset("synthetic")
+
+
+@pytest.fixture
+def mounts():
+  """Folders a test mounted (disk_helpers.mount_tmpfs), unmounted after it."""
+  mounted = []
+  yield mounted
+  for folder in reversed(mounted):
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)

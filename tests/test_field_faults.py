@@ -5,7 +5,6 @@ Each ends in one clear line (or a warning and a resumed run), a resumable workdi
 nothing lost.
 """
 import logging
-import pathlib
 import shutil
 import subprocess
 import time
@@ -14,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from disk_helpers import fill, mount_tmpfs
 from launch_helpers import REPO, launch_command, read_checkpoint, start, tiny_config
 from rir_jax import loop, metrics
 
@@ -164,38 +164,11 @@ def test_a_nonfinite_loss_names_the_checkpoint_actually_kept(tiny, tmp_path, che
 
 # --- disks: full under the writers, read-only checkpoints, full at start --------------------
 
-def _mount_tmpfs(folder: pathlib.Path, *options: str) -> None:
-  folder.mkdir(parents=True, exist_ok=True)
-  result = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs",
-                           str(folder)], capture_output=True, text=True)
-  if result.returncode:
-    pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-
-
-@pytest.fixture
-def mounts():
-  mounted = []
-  yield mounted
-  for folder in reversed(mounted):
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
-def _fill(folder: pathlib.Path) -> None:
-  """Writes until the file system is full."""
-  with open(folder / "filler", "wb") as f:
-    try:
-      while True:
-        f.write(b"\0" * (1 << 16))
-        f.flush()
-    except OSError:
-      pass
-
-
 def test_a_full_disk_under_tensorboard_exits_1_at_once(tiny, tmp_path, mounts):
   full = tmp_path / "full"
-  _mount_tmpfs(full, "size=256k")
+  mount_tmpfs(full, "size=256k")
   mounts.append(full)
-  _fill(full)
+  fill(full)
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "tensorboard").symlink_to(full)
@@ -208,7 +181,7 @@ def test_a_full_disk_under_tensorboard_exits_1_at_once(tiny, tmp_path, mounts):
 def test_a_disk_filling_up_under_the_metrics_exits_1_within_seconds(tiny, tmp_path, mounts):
   """No checkpoint until the end: the metrics and TensorBoard writes meet the full disk."""
   disk = tmp_path / "disk"
-  _mount_tmpfs(disk, "size=4m")
+  mount_tmpfs(disk, "size=4m")
   mounts.append(disk)
   workdir = disk / "run"
   proc = start(launch_command(tiny, workdir, "--config.num_train_steps=4000",
@@ -217,7 +190,7 @@ def test_a_disk_filling_up_under_the_metrics_exits_1_within_seconds(tiny, tmp_pa
     while _last_logged_step(workdir) < 4:
       assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
       time.sleep(0.05)
-    _fill(disk)
+    fill(disk)
     filled = time.monotonic()
     code = proc.wait(timeout=120)
   finally:
@@ -239,7 +212,7 @@ def _last_logged_step(workdir) -> int:
 
 def test_read_only_checkpoints_fail_in_seconds_with_one_truthful_line(tiny, tmp_path, mounts):
   workdir = tmp_path / "run"
-  _mount_tmpfs(workdir / "checkpoints", "ro", "size=1m")
+  mount_tmpfs(workdir / "checkpoints", "ro", "size=1m")
   mounts.append(workdir / "checkpoints")
   began = time.monotonic()
   result = _launch(tiny, workdir, timeout=240)
@@ -252,7 +225,7 @@ def test_read_only_checkpoints_fail_in_seconds_with_one_truthful_line(tiny, tmp_
 
 def test_checkpoints_turning_read_only_mid_run_fail_in_seconds(tiny, tmp_path, mounts):
   workdir = tmp_path / "run"
-  _mount_tmpfs(workdir / "checkpoints", "size=8m")
+  mount_tmpfs(workdir / "checkpoints", "size=8m")
   mounts.append(workdir / "checkpoints")
   proc = start(launch_command(tiny, workdir, "--config.num_train_steps=4000",
                               "--config.checkpoint_every_steps=20"), tmp_path / "run.log")
@@ -276,9 +249,9 @@ def test_checkpoints_turning_read_only_mid_run_fail_in_seconds(tiny, tmp_path, m
 def test_a_full_disk_at_start_is_one_line_and_leaves_no_temporary_file(tiny, tmp_path,
                                                                        mounts):
   disk = tmp_path / "disk"
-  _mount_tmpfs(disk, "size=128k")
+  mount_tmpfs(disk, "size=128k")
   mounts.append(disk)
-  _fill(disk)
+  fill(disk)
   workdir = disk / "run"
   result = _launch(tiny, workdir, timeout=240)
   assert result.returncode == 1, result.stderr[-3000:]
@@ -289,7 +262,7 @@ def test_a_full_disk_at_start_is_one_line_and_leaves_no_temporary_file(tiny, tmp
 def test_a_full_disk_during_a_save_is_one_line(tiny, tmp_path, mounts):
   """Room for the start and the first checkpoints, not for all: the save that fails."""
   disk = tmp_path / "disk"
-  _mount_tmpfs(disk, "size=1m")
+  mount_tmpfs(disk, "size=1m")
   mounts.append(disk)
   result = _launch(tiny, disk / "run", "--config.num_train_steps=40",
                    "--config.keep_checkpoints=100", timeout=240)

@@ -41,8 +41,11 @@ def write(builder, split: str, images: np.ndarray, labels: np.ndarray) -> None:
     for path, array in zip(paths(builder, split), (images, labels)):
       # Written aside then renamed, so a concurrent or killed writer leaves no half file.
       partial = path.with_suffix(f'.{os.getpid()}.partial')
-      with open(partial, 'wb') as f:
-        np.save(f, array)
-      os.replace(partial, path)
+      try:
+        with open(partial, 'wb') as f:
+          np.save(f, array)
+        os.replace(partial, path)
+      finally:  # A full disk keeps no half file (on a disk already full).
+        partial.unlink(missing_ok=True)
   except OSError as e:  # A read-only data_dir still loads, only more slowly.
     logging.warning('could not cache %s arrays in %s: %s', builder.name, cache, e)

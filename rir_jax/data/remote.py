@@ -74,5 +74,8 @@ def _copy_in(source, target: pathlib.Path) -> None:
   """Downloads one object; written aside and renamed, so a kill leaves no half file."""
   target.parent.mkdir(parents=True, exist_ok=True)
   partial = target.with_name(f'{target.name}.{os.getpid()}.partial')
-  partial.write_bytes(source.read_bytes())
-  os.replace(partial, target)
+  try:
+    partial.write_bytes(source.read_bytes())
+    os.replace(partial, target)
+  finally:  # A full disk keeps no half file (on a disk already full).
+    partial.unlink(missing_ok=True)

@@ -1,0 +1,78 @@
+"""Every file the project writes outside a run's own loop, on a disk that is full: an
+export, an eval report and its picture, the model card, the decoded-array cache and a
+bucket mirror's download. Each fails (or, for the cache, warns) and leaves no half file:
+nothing a reader would take for whole, nothing that keeps the full disk fuller."""
+import json
+import logging
+import types
+
+import numpy as np
+import pytest
+
+from disk_helpers import fill, mount_tmpfs
+from rir_jax import evaluate, exported, model_card
+from rir_jax.data import cache, remote
+
+# A few MB apiece: bigger than what a filled 256 KB tmpfs has left.
+BIG = np.arange(1 << 20, dtype=np.float32)
+
+
+@pytest.fixture
+def small_disk(tmp_path, mounts):
+  disk = tmp_path / "disk"
+  mount_tmpfs(disk, "size=256k")
+  mounts.append(disk)
+  return disk
+
+
+@pytest.fixture
+def full_disk(small_disk):
+  fill(small_disk)
+  return small_disk
+
+
+def _left(disk) -> list[str]:
+  return sorted(str(p.relative_to(disk)) for p in disk.rglob("*") if p.name != "filler")
+
+
+def test_an_export_on_a_full_disk_leaves_no_file(full_disk):
+  with pytest.raises(OSError, match="No space left"):
+    exported.write(full_disk / "model.msgpack", {"step": 1},
+                   {"params": {"w": BIG}, "batch_stats": {}})
+  assert _left(full_disk) == []
+
+
+def test_an_eval_report_on_a_full_disk_leaves_no_half_report(full_disk):
+  (full_disk / "eval").mkdir()
+  confusion = np.eye(10, dtype=int).tolist()
+  results = {"split": "test", "step": 3, "top1_accuracy": 1.0, "confusion_matrix": confusion,
+             "per_class_accuracy": [1.0] * 10, "padding": "x" * (1 << 19)}
+  with pytest.raises(OSError, match="No space left"):
+    evaluate.write(full_disk, results)
+  assert _left(full_disk) == ["eval"]
+
+
+def test_a_model_card_on_a_full_disk_leaves_the_old_card_whole(small_disk):
+  full_disk = small_disk  # filled once the old card is in
+  (full_disk / model_card.MODEL_FILE).write_text('{"old": true}\n')
+  fill(full_disk)
+  with pytest.raises(OSError, match="No space left"):
+    model_card.write(full_disk, {"padding": "x" * (1 << 19)})
+  assert json.loads((full_disk / model_card.MODEL_FILE).read_text()) == {"old": True}
+  assert _left(full_disk) == [model_card.MODEL_FILE]
+
+
+def test_the_array_cache_on_a_full_disk_warns_and_leaves_no_partial_file(full_disk, caplog):
+  builder = types.SimpleNamespace(data_path=full_disk, name="mnist")
+  with caplog.at_level(logging.WARNING):
+    cache.write(builder, "train", BIG.view(np.uint8).reshape(-1, 4, 4, 1), np.zeros(4, np.int32))
+  assert "could not cache mnist arrays" in caplog.text
+  assert _left(full_disk) == [cache.FOLDER]
+
+
+def test_a_mirror_download_on_a_full_disk_leaves_no_partial_file(full_disk, tmp_path):
+  source = tmp_path / "object"
+  source.write_bytes(BIG.tobytes())
+  with pytest.raises(OSError, match="No space left"):
+    remote._copy_in(source, full_disk / "mirror" / "object")
+  assert _left(full_disk) == ["mirror"]
