@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rir_jax import cli, errors, inference, loading
+from rir_jax.data import pictures
 from rir_jax.preprocess import ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -40,11 +41,13 @@ def _parser() -> cli.Parser:
 
 
 def image_files(paths: list[pathlib.Path]) -> list[pathlib.Path]:
-  """The files named, and the pictures inside the folders named (sorted, recursively)."""
+  """The files named, and the pictures inside the folders named (sorted, recursively; hidden
+  files and folders skipped)."""
   files = []
   for path in paths:
     if path.is_dir():
-      found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+      found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                     and p.is_file() and not pictures.hidden(p.relative_to(path).parts))
       if not found:
         raise errors.UsageError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
       files += found

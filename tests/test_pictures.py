@@ -1,5 +1,6 @@
 """Users' own picture files, as predict and image_folder read them: 16-bit, float, rotated by
 EXIF, palette with transparency, oversized; converted right or refused in one line."""
+import tarfile
 import warnings
 
 import numpy as np
@@ -114,3 +115,35 @@ def test_image_folder_stores_pictures_upright_and_in_eight_bits(tmp_path):
   np.testing.assert_array_equal(plain_b, ASYMMETRIC)
   np.testing.assert_array_equal(turned, ASYMMETRIC)
   np.testing.assert_array_equal(deep, np.stack([gray] * 3, axis=-1))
+
+
+def _hidden_entries(folder):
+  """What macOS and Jupyter leave in folders of pictures: none of it a picture."""
+  (folder / "._plain.png").write_bytes(b"\0\5\x16\7 AppleDouble metadata")
+  (folder / ".ipynb_checkpoints").mkdir()
+  (folder / ".ipynb_checkpoints" / "plain-checkpoint.png").write_bytes(b"not a picture")
+
+
+def test_predict_searches_folders_for_visible_picture_files(tmp_path):
+  Image.fromarray(ASYMMETRIC).save(tmp_path / "plain.png")
+  (tmp_path / "more.png").mkdir()  # a folder with a picture's name is searched, not opened
+  Image.fromarray(ASYMMETRIC).save(tmp_path / "more.png" / "inner.png")
+  _hidden_entries(tmp_path)
+  assert predict.image_files([tmp_path]) == [tmp_path / "more.png" / "inner.png",
+                                             tmp_path / "plain.png"]
+
+
+def test_image_folder_skips_hidden_files_and_class_folders(tmp_path):
+  tree = tmp_path / "tree"
+  for split in ("train", "test"):
+    for label in ("a", "b"):
+      (tree / split / label).mkdir(parents=True)
+      Image.fromarray(ASYMMETRIC).save(tree / split / label / "plain.png")
+      _hidden_entries(tree / split / label)
+    _hidden_entries(tree / split)  # a hidden class folder
+  (tmp_path / "archived").mkdir()
+  with tarfile.open(tmp_path / "archived" / "tree.tar", "w") as tar:
+    tar.add(tree, arcname="tree")
+  for manual_dir in (tree, tmp_path / "archived"):
+    dataset = data.load_dataset("image_folder", data_dir=tmp_path / "tfds", manual_dir=manual_dir)
+    assert dataset.num_classes == 2 and dataset.train_labels.tolist() == [0, 1]

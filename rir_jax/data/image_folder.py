@@ -2,6 +2,7 @@
 
 A tree is `root/{train,test}/<class>/*.png|jpg`, given as a folder or as one
 tar archive of it. Classes are the train split's subfolders sorted by name.
+Hidden files and class folders (`._x.jpg`, `.ipynb_checkpoints/`) are skipped.
 Every image is decoded once while preparing, so a corrupt file is refused with
 its name; all images must share one size and are stored as RGB.
 """
@@ -58,7 +59,8 @@ def read_tree(tree: pathlib.Path) -> dict[str, list[tuple[str, str, bytes | path
   if tree.is_dir():
     entries = [(split, path.parent.name, path.name, path)
                for split in SPLITS for path in (tree / split).glob('*/*')
-               if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
+               if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+               and not pictures.hidden((path.parent.name, path.name))]
   else:
     entries = _archive_entries(tree)
   return {split: sorted(e[1:] for e in entries if e[0] == split) for split in SPLITS}
@@ -73,7 +75,8 @@ def _archive_entries(archive: pathlib.Path):
       for member in tar:
         parts = member.name.split('/')
         if (member.isfile() and len(parts) >= 3 and parts[-3] in SPLITS
-            and os.path.splitext(parts[-1])[1].lower() in IMAGE_SUFFIXES):
+            and os.path.splitext(parts[-1])[1].lower() in IMAGE_SUFFIXES
+            and not pictures.hidden(tuple(parts[-2:]))):
           entries.append((*parts[-3:], tar.extractfile(member).read()))
   except (tarfile.TarError, OSError, EOFError) as e:
     raise DataError(f'{archive}: corrupt or truncated tar archive ({e})') from None

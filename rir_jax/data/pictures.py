@@ -4,7 +4,8 @@ Pillow's `convert` alone gets three kinds of file wrong without a word: it clips
 pixels at 255 (a 16-bit grayscale PNG comes out all but white), float pixels at 0 and 1
 (all but black), and it ignores the EXIF orientation every viewer applies to a camera's
 photo. Here a picture is turned upright first, 16-bit pixels are scaled to 8 bits, and
-float pixels, whose range no file states, are refused.
+float pixels, whose range no file states, are refused. Folders searched for pictures skip
+hidden files and folders.
 """
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ from PIL import ExifTags, Image, ImageOps
 # Modes whose pixels span 0..65535: Pillow opens 16-bit PNGs and TIFFs as "I;16*", and
 # older Pillows (or a conversion of "I;16") give 32-bit "I" for the same files.
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def hidden(parts: tuple[str, ...]) -> bool:
+  """Whether a path's parts below the folder searched name a hidden file or folder: macOS's
+  `._name.jpg` copies of metadata, Jupyter's `.ipynb_checkpoints/`, none of them pictures
+  (or classes) of the user's."""
+  return any(part.startswith(".") for part in parts)
 
 
 def is_upright(image: Image.Image) -> bool:
