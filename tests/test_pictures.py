@@ -99,12 +99,20 @@ def test_predict_refuses_a_decompression_bomb(tmp_path, monkeypatch):
     predict.read_images([tmp_path / "huge.png"], _mnist_like(), resize=True)
 
 
-def test_image_folder_stores_pictures_upright_and_in_eight_bits(tmp_path):
-  tree = tmp_path / "tree"
+def _plain_tree(tree, *, beside=lambda folder: None):
+  """train/ and test/ with classes a and b, one plain.png each; `beside(folder)` adds to
+  every class folder and split folder."""
   for split in ("train", "test"):
     for label in ("a", "b"):
       (tree / split / label).mkdir(parents=True)
       Image.fromarray(ASYMMETRIC).save(tree / split / label / "plain.png")
+      beside(tree / split / label)
+    beside(tree / split)
+  return tree
+
+
+def test_image_folder_stores_pictures_upright_and_in_eight_bits(tmp_path):
+  tree = _plain_tree(tmp_path / "tree")
   # Stored 5x6, shown 6x5 like the others: the tree has one size once turned upright.
   _rotated_file(tree / "train" / "b" / "turned.png", np.rot90(ASYMMETRIC, 1))
   gray = ASYMMETRIC[..., 0]
@@ -134,13 +142,8 @@ def test_predict_searches_folders_for_visible_picture_files(tmp_path):
 
 
 def test_image_folder_skips_hidden_files_and_class_folders(tmp_path):
-  tree = tmp_path / "tree"
-  for split in ("train", "test"):
-    for label in ("a", "b"):
-      (tree / split / label).mkdir(parents=True)
-      Image.fromarray(ASYMMETRIC).save(tree / split / label / "plain.png")
-      _hidden_entries(tree / split / label)
-    _hidden_entries(tree / split)  # a hidden class folder
+  # Hidden files in every class folder, and a hidden class folder in each split.
+  tree = _plain_tree(tmp_path / "tree", beside=_hidden_entries)
   (tmp_path / "archived").mkdir()
   with tarfile.open(tmp_path / "archived" / "tree.tar", "w") as tar:
     tar.add(tree, arcname="tree")
