@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import shutil
 
@@ -71,11 +70,6 @@ def upload(data_dir: str, dataset_folder: str) -> None:
 
 
 def _copy_in(source, target: pathlib.Path) -> None:
-  """Downloads one object; written aside and renamed, so a kill leaves no half file."""
+  """Downloads one object, whole or not at all (a kill, a full disk)."""
   target.parent.mkdir(parents=True, exist_ok=True)
-  partial = target.with_name(f'{target.name}.{os.getpid()}.partial')
-  try:
-    partial.write_bytes(source.read_bytes())
-    os.replace(partial, target)
-  finally:  # A full disk keeps no half file (on a disk already full).
-    partial.unlink(missing_ok=True)
+  storage.write_atomic(target, source.read_bytes())
