@@ -63,7 +63,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def _describe(error: BaseException) -> str:
   """One line for a flag or config-file error, without the traceback config_flags embeds."""
-  root = _root_cause(error)
+  root = errors.innermost(error)
   if isinstance(root, KeyError):
     return (f"unknown config key {root.args[0]!r}; the keys are those of configs/default.py "
             "and of the config file")
@@ -71,13 +71,6 @@ def _describe(error: BaseException) -> str:
   if isinstance(error, flags.Error) and "Traceback" not in top:
     return top
   return f"--config: {errors.one_line(root)}"
-
-
-def _root_cause(error: BaseException) -> BaseException:
-  """The innermost exception: config_flags wraps a config file's own error in layers."""
-  while error.__cause__ is not None or error.__context__ is not None:
-    error = error.__cause__ or error.__context__
-  return error
 
 
 def main(argv: list[str]) -> None:

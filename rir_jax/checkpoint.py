@@ -9,8 +9,8 @@ import logging
 import jax
 import orbax.checkpoint as ocp
 
-from rir_jax import storage
-from rir_jax.errors import one_line
+from rir_jax import library_noise, storage
+from rir_jax.errors import one_line, reason
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,16 @@ def save_whole_arrays_on_cpu() -> None:
   6.9 s, 0.7 s whole (benchmarks/results/startup). The copies share one memory, so
   splitting saves nothing. (Orbax already writes whole arrays on GPUs.)
   """
-  if jax.default_backend() == "cpu":
+  if jax.default_backend() != "cpu":
+    return
+  absl_log = logging.getLogger("absl")
+  level = absl_log.level
+  absl_log.setLevel(logging.ERROR)  # not Orbax's warning that it overrides, as asked to
+  try:
     ocp.type_handlers.register_type_handler(
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+  finally:
+    absl_log.setLevel(level)
 
 
 class Checkpoints:
@@ -60,6 +67,7 @@ class Checkpoints:
     restore any other step, so one damaged folder must not condemn the good ones."""
     reader = ocp.CheckpointManager(self._directory, options=ocp.CheckpointManagerOptions(
         create=False))
+    library_noise.quiet_abandoned_reads()
     try:
       return reader.restore(step, args=ocp.args.StandardRestore(abstract))
     finally:
@@ -94,8 +102,8 @@ class Checkpoints:
       try:
         state = self._restore(step, abstract)
       except Exception as error:  # noqa: BLE001 - any failure means "not usable"
-        log.warning("checkpoint at step %d is damaged (%s: %s); trying an older one",
-                    step, type(error).__name__, one_line(error)[:300])
+        log.warning("checkpoint at step %d does not restore (%s); trying an older one",
+                    step, reason(error)[:300])
         damaged.append((step, error))
         continue
       self._set_aside([s for s, _ in damaged])
@@ -105,7 +113,7 @@ class Checkpoints:
       step, error = described[0]
       raise CheckpointError(
           f"no checkpoint in {self._directory} restores into this config (step {step}: "
-          f"{one_line(error)[:300]}); if the model changed, use a new --workdir; if the "
+          f"{reason(error)[:300]}); if the model changed, use a new --workdir; if the "
           "checkpoints are damaged, move them out of the way to start over")
     self._set_aside([s for s, _ in damaged])
     if damaged:

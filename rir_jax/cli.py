@@ -4,18 +4,18 @@ errors a user can fix (one line and exit 2, rir_jax.errors), the run's config.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from typing import NoReturn
 
 import ml_collections
 
 from rir_jax import data, errors, exported, loading, preprocess
+from rir_jax import workdir as workdir_lib
 from rir_jax.errors import UsageError
 
 # What a user can fix: a bad path, step, split, data folder or image.
 USAGE_ERRORS = (loading.LoadError, data.DataError, exported.ExportError,
-                preprocess.ImageError)
+                preprocess.ImageError, workdir_lib.WorkdirError)
 _DATA_PREFIX = "--config.data."
 
 
@@ -48,10 +48,9 @@ def split_data_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def run_config(workdir, overrides: dict[str, str]) -> ml_collections.ConfigDict:
   """The run's config.json, with `config.data` keys changed as the command line says."""
-  try:
-    saved = json.loads((workdir / "config.json").read_text())
-  except FileNotFoundError as error:
-    raise UsageError(f"--workdir={workdir} has no config.json: not a training workdir") from error
+  saved = workdir_lib.saved_config(workdir, remedy="copy it again from the run")
+  if saved is None:
+    raise UsageError(f"--workdir={workdir} has no config.json: not a training workdir")
   config = ml_collections.ConfigDict(saved)
   for key, text in overrides.items():
     if key not in config.data:

@@ -28,8 +28,22 @@ class ConfigError(UsageError):
 def one_line(error: BaseException | str) -> str:
   """The message on one line (messages quote other errors, which may span lines), without
   the TensorStore spec (kilobytes of JSON) Orbax's errors carry."""
-  text = " ".join(str(error).split(" [tensorstore_spec")[0].split())
-  return text or type(error).__name__
+  text = str(error).split(" [tensorstore_spec")[0].split(" See full TensorStore details")[0]
+  return " ".join(text.split()) or type(error).__name__
+
+
+def innermost(error: BaseException) -> BaseException:
+  """The exception at the bottom of a chain: libraries wrap the one that says what went
+  wrong (a config file's own error, TensorStore's reason a read failed) in layers."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  return error
+
+
+def reason(error: BaseException) -> str:
+  """'Type: message' of the innermost error, on one line: why a library call failed."""
+  root = innermost(error)
+  return f"{type(root).__name__}: {one_line(root)}"
 
 
 def fail(message: BaseException | str, code: int = ExitCode.USAGE) -> NoReturn:

@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
-from rir_jax import best as best_lib, exported, model_card
+from rir_jax import best as best_lib, exported, library_noise, model_card
+from rir_jax.errors import reason
 from rir_jax.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,14 @@ def load_trained(path, step: str | int = "best", *, kernels: str | None = None) 
 
 
 def _card(workdir: pathlib.Path) -> dict:
+  rewrite = "re-run its training command once (it resumes at its end) to write it"
   try:
     return model_card.read(workdir)
   except FileNotFoundError as error:
     raise LoadError(f"{workdir} has no {model_card.MODEL_FILE}: not a training workdir, or "
-                    "one trained before it was written; re-run its training command once "
-                    "(it resumes at its end) to add it") from error
+                    f"one trained before it was written; {rewrite}") from error
+  except model_card.CardError as error:
+    raise LoadError(f"{error}; copy it again from the run, or {rewrite}") from error
 
 
 def _checkpoint_of(workdir: pathlib.Path, step: str | int) -> tuple[int, ocp.CheckpointManager]:
@@ -126,12 +129,15 @@ def _checkpoint_of(workdir: pathlib.Path, step: str | int) -> tuple[int, ocp.Che
 def _restore_variables(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
   """params and batch_stats of a saved train state, on this process's first device."""
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  library_noise.quiet_abandoned_reads()
   try:
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                           manager.item_metadata(step))
     state = manager.restore(step, args=ocp.args.StandardRestore(target))
   except Exception as error:  # noqa: BLE001 - a damaged checkpoint fails in many ways
-    brief = " ".join(str(error).split(" [tensorstore_spec")[0].split())[:200]
+    others = [s for s in manager.all_steps() if s != step]
+    hint = (f"; steps {', '.join(map(str, sorted(others)))} are kept too (--step=N)"
+            if others else "")
     raise LoadError(f"the checkpoint of step {step} in {manager.directory} does not read "
-                    f"back ({type(error).__name__}: {brief})") from error
+                    f"back, damaged or partly copied ({reason(error)[:300]}){hint}") from error
   return {"params": state["params"], "batch_stats": state["batch_stats"]}

@@ -19,6 +19,7 @@ from rir_jax.kernels import select
 from rir_jax.preprocess import Preprocess
 
 MODEL_FILE = "model.json"
+_KEYS = ("model.name", "model.num_classes", "dtype", "preprocess")
 
 
 def describe(config: ml_collections.ConfigDict, dataset: Dataset) -> dict:
@@ -41,8 +42,22 @@ def write(workdir: pathlib.Path, card: dict) -> None:
   storage.write_atomic(workdir / MODEL_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
+class CardError(ValueError):
+  """model.json is there but does not read as a card: cut by a copy, or edited."""
+
+
 def read(workdir: pathlib.Path) -> dict:
-  return json.loads((workdir / MODEL_FILE).read_text())
+  """The card; FileNotFoundError where there is none, CardError where it is damaged."""
+  path = workdir / MODEL_FILE
+  try:
+    card = json.loads(path.read_text())
+  except (UnicodeDecodeError, ValueError, IsADirectoryError) as error:
+    raise CardError(f"{path} is damaged ({type(error).__name__}: {error})") from error
+  if not (isinstance(card, dict) and isinstance(card.get("model"), dict)
+          and {"name", "num_classes"} <= card["model"].keys()
+          and isinstance(card.get("preprocess"), dict) and "dtype" in card):
+    raise CardError(f"{path} is damaged (not a model card: {', '.join(_KEYS)} expected)")
+  return card
 
 
 def build_model(card: dict, *, kernels: str | None = None) -> nn.Module:

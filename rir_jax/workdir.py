@@ -105,19 +105,22 @@ def _check_entries(workdir: pathlib.Path) -> None:
       raise WorkdirError(f"{path} is not a file; move it away or use a new --workdir")
 
 
-def saved_config(workdir: pathlib.Path) -> dict | None:
-  """The config a workdir's run was started with (None: a new workdir)."""
+_TRAINING_REMEDY = "restore it, or move it away to resume with this command's config"
+
+
+def saved_config(workdir: pathlib.Path, remedy: str = _TRAINING_REMEDY) -> dict | None:
+  """The config a workdir's run was started with (None: a new workdir); `remedy` ends the
+  message where it is damaged."""
   path = workdir / CONFIG_FILE
   if not path.exists():
     return None
   try:
     saved = json.loads(path.read_text())
   except (OSError, UnicodeDecodeError, ValueError) as error:
-    raise WorkdirError(f"{path} is damaged ({type(error).__name__}: {error}); restore it, or "
-                       "move it away to resume with this command's config") from error
+    raise WorkdirError(f"{path} is damaged ({type(error).__name__}: {error}); {remedy}"
+                       ) from error
   if not isinstance(saved, dict):
-    raise WorkdirError(f"{path} is damaged (not a JSON object); restore it, or move it away "
-                       "to resume with this command's config")
+    raise WorkdirError(f"{path} is damaged (not a JSON object); {remedy}")
   return saved
 
 

@@ -72,6 +72,13 @@ def start(command: list[str], log: pathlib.Path, **env: str) -> subprocess.Popen
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def truncate_largest_array_file(step_folder: pathlib.Path, size: int = 100) -> None:
+  """What a copy cut short leaves: the biggest of a step's array files, its head only."""
+  largest = max((p for p in step_folder.rglob("*") if p.is_file() and p.parent.name == "d"),
+                key=lambda p: p.stat().st_size)
+  os.truncate(largest, size)
+
+
 def read_checkpoint(workdir: storage.Path, step: int) -> dict:
   """The saved train state at `step` as numpy arrays, whatever device layout wrote it."""
   manager = ocp.CheckpointManager(storage.absolute(workdir / "checkpoints"),

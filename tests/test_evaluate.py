@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+from launch_helpers import truncate_largest_array_file
 from trained_helpers import assert_one_line_exit_2, eval_lines, run_module, shared_run
 
 
@@ -68,10 +69,25 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, tmp_path):
       ([f"--workdir={no_validation}", "--split=validation"], "without a validation split"),
       ([], "--workdir"),
   ]
+  # A copy cut short: one line naming the cause and the steps still kept, and no traceback
+  # from the reads Orbax leaves in flight (they printed after it in about half the runs).
+  partial = tmp_path / "partial_copy"
+  shutil.copytree(run, partial, ignore=shutil.ignore_patterns("eval"))
+  steps = sorted(int(p.name) for p in (partial / "checkpoints").iterdir() if p.name.isdigit())
+  truncate_largest_array_file(partial / "checkpoints" / str(steps[-1]))
+  kept = f"steps {', '.join(map(str, steps[:-1]))} are kept too (--step=N)"
+  cases += [([f"--workdir={partial}"], kept)] * 3
+  for name in ("config.json", "model.json"):  # cut short by a copy
+    cut = tmp_path / f"cut_{name}"
+    shutil.copytree(run, cut, ignore=shutil.ignore_patterns("eval"))
+    (cut / name).write_text((run / name).read_text()[:40])
+    cases.append(([f"--workdir={cut}"], f"{cut / name} is damaged (JSONDecodeError"))
   before = sorted(p.name for p in run.iterdir())
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
     results = list(pool.map(lambda case: run_module("evaluate", *case[0]), cases))
   for (_, phrase), result in zip(cases, results):
     assert_one_line_exit_2(result, phrase)
+  partial_copy = results[cases.index(([f"--workdir={partial}"], kept))].stderr
+  assert f"step {steps[-1]} " in partial_copy and "OUT_OF_RANGE" in partial_copy
   assert sorted(p.name for p in run.iterdir()) == before
   assert not (no_validation / "eval").exists()

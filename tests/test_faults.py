@@ -187,7 +187,9 @@ def test_damaged_newest_checkpoint_falls_back_and_is_saved_again(
   if how == "half_written_save":  # never a checkpoint: nothing to warn about or keep
     assert names == ["2", "4", "6"]
   else:
-    assert "checkpoint at step 6 is damaged" in caplog.text
+    # Why, in TensorStore's words, not in Orbax's wrapper around them and its spec dump.
+    assert "checkpoint at step 6 does not restore (ValueError: " in caplog.text
+    assert "TensorStore details" not in caplog.text
     assert names == ["2", "4", "6", "damaged-6"]  # set aside for a post-mortem, not deleted
   _assert_same_result(workdir, reference, step=6)
 

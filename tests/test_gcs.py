@@ -110,7 +110,7 @@ def test_damaged_newest_checkpoint_on_gs_is_set_aside_and_the_run_ends_the_same(
   code = _run(tiny, workdir, tmp_path / "log", fs)
   log = (tmp_path / "log").read_text()
   assert code == 0, log[-3000:]
-  assert "checkpoint at step 12 is damaged" in log and "resuming at step 10" in log, log[-3000:]
+  assert "checkpoint at step 12 does not restore" in log and "resuming at step 10" in log, log[-3000:]
   checkpoints = workdir.removeprefix("gs://") + "/checkpoints"
   assert fs.exists(f"{checkpoints}/damaged-12/commit_success.txt")  # kept, not deleted
   _assert_same_result(storage.as_path(workdir), reference)

@@ -1,8 +1,10 @@
 """Libraries' noise at a failure: one line per distinct message, however often it repeats."""
+import asyncio
 import gc
 import logging
 import sys
 import threading
+import types
 
 import pytest
 
@@ -51,3 +53,58 @@ def test_a_failing_thread_is_one_line_once(hooks, caplog):
       thread.start()
       thread.join()
   assert _warnings(caplog) == ["in thread save: OSError: No space left on device"]
+
+
+@pytest.fixture
+def reported(monkeypatch):
+  """What reaches the hook that quiet_abandoned_reads wraps; both hooks undone after."""
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", seen.append)
+  asyncio_log = logging.getLogger("asyncio")
+  monkeypatch.setattr(asyncio_log, "filters", list(asyncio_log.filters))
+  library_noise.quiet_abandoned_reads()
+  library_noise.quiet_abandoned_reads()  # twice is once
+  return seen
+
+
+def _unraisable(error, obj=None):
+  return types.SimpleNamespace(exc_type=type(error), exc_value=error,
+                               exc_traceback=error.__traceback__, err_msg=None, object=obj)
+
+
+def _raised(function):
+  try:
+    function()
+  except Exception as error:  # noqa: BLE001 - the test wants whatever it raised
+    return error
+  raise AssertionError("did not raise")
+
+
+def test_reads_a_failed_restore_leaves_in_flight_report_nothing(reported):
+  code = compile("async def read():\n  pass\n", "/site-packages/orbax/checkpoint/x.py", "exec")
+  namespace = {}
+  exec(code, namespace)  # noqa: S102 - a coroutine that Orbax's file would have made
+  orbax_read = namespace["read"]()
+  closed = asyncio.new_event_loop()
+  closed.close()
+  completion_on_closed_loop = _raised(lambda: closed.call_soon_threadsafe(print))
+  ours = RuntimeError("Event loop is closed")  # raised elsewhere: still reported
+  for unraisable in (_unraisable(Exception("OUT_OF_RANGE"), orbax_read),
+                     _unraisable(completion_on_closed_loop), _unraisable(ours)):
+    sys.unraisablehook(unraisable)
+  orbax_read.close()
+  assert [u.exc_value for u in reported] == [ours]
+
+
+def test_asyncio_drops_never_retrieved_errors_of_native_futures_only(reported, monkeypatch):
+  asyncio_log = logging.getLogger("asyncio")
+  logged = []
+  handler = logging.Handler()
+  handler.emit = lambda record: logged.append(record.exc_info[1])
+  monkeypatch.setattr(asyncio_log, "handlers", [handler])
+  native = ValueError("OUT_OF_RANGE: Error reading")  # set by TensorStore: no frames
+  ours = _raised(lambda: 1 / 0)
+  for error in (native, ours):
+    asyncio_log.error("Future exception was never retrieved",
+                      exc_info=(type(error), error, error.__traceback__))
+  assert logged == [ours]
