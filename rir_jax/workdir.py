@@ -8,7 +8,7 @@ import tempfile
 
 import ml_collections
 
-from rir_jax import models, renamed, storage, workdir_lock
+from rir_jax import bucket_lock, models, renamed, storage, workdir_lock
 
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its results:
@@ -172,8 +172,8 @@ def claim(workdir: storage.Path, config: ml_collections.ConfigDict, *, main: boo
   workdir.mkdir(parents=True, exist_ok=True)  # on gs:// folders are implicit: a no-op
   if not main:
     return None
-  # flock needs a local file system; on gs:// one job's processes are the only writers.
-  lock = None if storage.is_remote(workdir) else workdir_lock.acquire(workdir)
+  lock = (bucket_lock.acquire(workdir) if storage.is_remote(workdir)
+          else workdir_lock.acquire(workdir))
   if not (workdir / CONFIG_FILE).exists():
     record_config(workdir, config)
   return lock

@@ -84,8 +84,10 @@ def test_killed_run_on_gs_resumes_bit_identical_and_writes_the_workdir_contract(
   workdir, log = killed_and_resumed
   _, fs = emulator
   assert "resuming at step" in log and "resuming at step 0" not in log, log[-3000:]
+  assert "took over the lock of pid" in log, log[-3000:]  # the killed run's, once stale
   _assert_same_result(storage.as_path(workdir), reference)
   prefix = workdir.removeprefix("gs://")
+  assert not fs.exists(f"{prefix}/lock")  # let go at the end
   config = json.loads(fs.cat_file(f"{prefix}/config.json"))
   assert config["num_train_steps"] == 12
   assert fs.glob(f"{prefix}/tensorboard/events.out.tfevents.*")
@@ -123,3 +125,25 @@ def test_missing_bucket_is_a_usage_error_and_writes_nothing(emulator, tiny, tmp_
   assert result.returncode == 2, result.stderr[-3000:]
   assert result.stderr.count("\n") == 1 and "gs://no-such-bucket" in result.stderr
   assert not (REPO / "gs:").exists() and not fs.exists("no-such-bucket")
+
+
+@pytest.mark.slow
+def test_a_second_command_on_a_busy_gs_workdir_is_refused_naming_the_first(
+    emulator, tiny, tmp_path):
+  _, fs = emulator
+  workdir = f"gs://{BUCKET}/runs/busy"
+  command = launch_command(tiny, workdir, "--config.num_train_steps=100000")
+  first = start(command, tmp_path / "first.log")
+  try:
+    began = time.monotonic()
+    while not fs.exists(f"{BUCKET}/runs/busy/lock"):
+      assert first.poll() is None and time.monotonic() - began < 120, (
+          (tmp_path / "first.log").read_text()[-3000:])
+      time.sleep(0.1)
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"is in use by pid {first.pid} on host" in second.stderr.splitlines()[-1]
+    assert first.poll() is None  # the first run trains on, untouched
+  finally:
+    first.terminate()
+    first.wait(timeout=120)
