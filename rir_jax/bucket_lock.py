@@ -97,7 +97,10 @@ def acquire(workdir) -> Lease:
 def _outwait(bucket: gcs.Bucket, current: gcs.Blob, holder: str, workdir) -> int | None:
   """Watches a held lock for the stale time: raises WorkdirBusy when it is rewritten, else
   takes it over. Returns the new generation, or None when it was let go or taken first."""
-  other = current.download_as_text().strip() or "an unknown process"
+  try:
+    other = current.download_as_text().strip() or "an unknown process"
+  except exceptions.NotFound:  # let go of since it was listed
+    return None
   log.warning("--workdir=%s is locked by %s; watching its lock for up to %.0f s to see "
               "whether that run is alive", workdir, other, stale_s())
   since = time.monotonic()

@@ -139,5 +139,5 @@ def _restore_variables(manager: ocp.CheckpointManager, step: int) -> dict[str, A
     hint = (f"; steps {', '.join(map(str, sorted(others)))} are kept too (--step=N)"
             if others else "")
     raise LoadError(f"the checkpoint of step {step} in {manager.directory} does not read "
-                    f"back, damaged or partly copied ({reason(error)[:300]}){hint}") from error
+                    f"back, damaged or partly copied ({reason(error)[:400]}){hint}") from error
   return {"params": state["params"], "batch_stats": state["batch_stats"]}

@@ -143,10 +143,13 @@ def _what_is_kept(workdir: storage.Path) -> str:
 
 
 def _stopped(error: BaseException) -> int:
-  """SIGTERM or SIGINT: one line saying where the run stopped and how to go on."""
+  """SIGTERM, SIGINT or SIGHUP: one line saying where the run stopped and how to go on."""
   if isinstance(error, KeyboardInterrupt):
     error = stopping.Stopped(signal.SIGINT)
   where = (f" at step {error.step}, its checkpoint saved" if error.step is not None else "")
-  print(f"stopped by {signal.Signals(error.signum).name}{where}; re-run the same command to "
-        "continue", file=sys.stderr)
+  try:
+    print(f"stopped by {signal.Signals(error.signum).name}{where}; re-run the same command "
+          "to continue", file=sys.stderr, flush=True)
+  except OSError:  # SIGHUP: the terminal is gone; the checkpoint and the exit code say it
+    pass
   return error.exit_code

@@ -1,4 +1,5 @@
-"""SIGTERM (preemption, Slurm, Kubernetes) and SIGINT (Ctrl-C) as orderly stops.
+"""SIGTERM (preemption, Slurm, Kubernetes), SIGINT (Ctrl-C) and SIGHUP (the terminal or
+SSH session the command ran in went away) as orderly stops.
 
 Before the training loop a signal stops the command at once: nothing of the run exists
 yet that a stop could lose. Inside the loop it only raises a flag, read at the next step
@@ -44,13 +45,16 @@ class StopSignals:
     if threading.current_thread() is not threading.main_thread():
       return  # signal handlers can only be set from the main thread
     signal.signal(signal.SIGINT, self._handle)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup: the user's choice
+      signal.signal(signal.SIGHUP, self._handle)
     if jax.process_count() == 1:  # else JAX's preemption service owns SIGTERM
       signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame) -> None:
     del frame
     # One process of several cannot stop alone at a step of its choosing (the save is
-    # collective): SIGINT then stops it at once, like SIGTERM without JAX's service.
+    # collective): SIGINT or SIGHUP then stops it at once, like SIGTERM without JAX's
+    # service.
     if self._deferred and self.received is None and jax.process_count() == 1:
       self.received = signum
       log.warning("%s received: stopping after this step, with a checkpoint of it",

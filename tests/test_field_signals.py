@@ -59,7 +59,8 @@ def reference(tiny, tmp_path_factory):
   return workdir
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                          (signal.SIGHUP, 129)])
 def test_a_signal_stops_at_a_step_with_its_checkpoint_and_the_rerun_is_bit_identical(
     tiny, reference, tmp_path, signum, code):
   workdir = tmp_path / "run"
