@@ -1,11 +1,15 @@
 """What the model commands (evaluate, predict, export) share: argument parsing, the
-errors a user can fix (one line and exit 2, rir_jax.errors), the run's config.
+errors a user can fix (one line and exit 2, rir_jax.errors), the run's config, and how
+their output ends where it cannot be written.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import NoReturn
+import os
+import signal
+import sys
+from typing import Callable, NoReturn
 
 import ml_collections
 
@@ -72,3 +76,29 @@ def _typed(key: str, text: str, current):
     except ValueError as error:
       raise UsageError(f"--config.data.{key}={text} must be an integer") from error
   return text
+
+
+def run(main: Callable[[list[str]], int]) -> NoReturn:
+  """Exits with `main(sys.argv[1:])`'s code, its output flushed.
+
+  Where the output cannot be written, the command ends as a command-line tool does, not
+  in a traceback: a reader that has gone (`... | head -1`) ends it quietly with 141, as
+  SIGPIPE ends other tools; a full disk under a redirected output, in one line, exit 1.
+  Either way standard output goes to /dev/null first, or Python's own flush at exit
+  would fail once more.
+  """
+  try:
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+  except BrokenPipeError:
+    _drop_stdout()
+    sys.exit(128 + signal.SIGPIPE)
+  except OSError as error:
+    _drop_stdout()
+    errors.fail(f"cannot write {error.filename or 'standard output'} ({error.strerror or error})",
+                errors.ExitCode.FAILURE)
+  sys.exit(code)
+
+
+def _drop_stdout() -> None:
+  os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

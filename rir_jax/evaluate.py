@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import pathlib
-import sys
 
 import jax
 import numpy as np
@@ -110,4 +109,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

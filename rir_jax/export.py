@@ -8,7 +8,6 @@ The file's format is described in rir_jax/exported.py (and the README). Exit cod
 from __future__ import annotations
 
 import pathlib
-import sys
 
 from rir_jax import cli, errors, exported, loading
 
@@ -49,4 +48,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

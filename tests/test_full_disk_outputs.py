@@ -1,15 +1,19 @@
 """Every file the project writes outside a run's own loop, on a disk that is full: an
 export, an eval report and its picture, the model card, the decoded-array cache and a
 bucket mirror's download. Each fails (or, for the cache, warns) and leaves no half file:
-nothing a reader would take for whole, nothing that keeps the full disk fuller."""
+nothing a reader would take for whole, nothing that keeps the full disk fuller. And the
+commands' standard output, redirected there or to a pipe whose reader has gone."""
 import json
 import logging
+import subprocess
+import sys
 import types
 
 import numpy as np
 import pytest
 
 from disk_helpers import fill, mount_tmpfs
+from launch_helpers import REPO
 from rir_jax import evaluate, exported, model_card
 from rir_jax.data import cache, remote
 
@@ -76,3 +80,25 @@ def test_a_mirror_download_on_a_full_disk_leaves_no_partial_file(full_disk, tmp_
   with pytest.raises(OSError, match="No space left"):
     remote._copy_in(source, full_disk / "mirror" / "object")
   assert _left(full_disk) == ["mirror"]
+
+
+# A command (evaluate, predict, export end through cli.run) with more output than a pipe
+# or the filled disk takes.
+_PRINTS = "from rir_jax import cli; cli.run(lambda argv: print('line\\n' * 50_000) or 0)"
+
+
+def test_a_commands_output_redirected_to_a_full_disk_is_one_line_exit_1(full_disk):
+  with open(full_disk / "out.txt", "w") as out:
+    result = subprocess.run([sys.executable, "-c", _PRINTS], cwd=REPO, stdout=out,
+                            stderr=subprocess.PIPE, text=True, timeout=120)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert result.stderr.splitlines() == [
+      "error: cannot write standard output (No space left on device)"]
+
+
+def test_a_commands_output_whose_reader_has_gone_ends_quietly_with_141():
+  proc = subprocess.Popen([sys.executable, "-c", _PRINTS], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+  proc.stdout.close()  # the reader goes, as `| head -1` does after its line
+  _, stderr = proc.communicate(timeout=120)
+  assert (proc.returncode, stderr.decode()) == (141, "")
