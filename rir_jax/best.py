@@ -15,7 +15,7 @@ import pathlib
 
 import orbax.checkpoint as ocp
 
-from rir_jax import checkpoint
+from rir_jax import checkpoint, storage
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def manager(checkpoints: pathlib.Path, *, create: bool) -> ocp.CheckpointManager
   options = ocp.CheckpointManagerOptions(
       max_to_keep=1, best_fn=lambda metrics: metrics[_METRIC], best_mode="max",
       create=create, enable_async_checkpointing=create, cleanup_tmp_directories=create)
-  return ocp.CheckpointManager((checkpoints / BEST_DIR).resolve(), options=options,
+  return ocp.CheckpointManager(storage.absolute(checkpoints / BEST_DIR), options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import pathlib
 
 import jax
 import numpy as np
@@ -26,14 +25,14 @@ SPLITS = ("test", "validation")
 
 def _parser() -> cli.Parser:
   parser = cli.Parser(prog="python -m rir_jax.evaluate", description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, type=pathlib.Path)
+  parser.add_argument("--workdir", required=True, type=storage.user_path)
   parser.add_argument("--split", default="test", choices=SPLITS)
   parser.add_argument("--step", default="last",
                       help="best, last (default) or a step number")
   return parser
 
 
-def _split(config, split: str, workdir: pathlib.Path):
+def _split(config, split: str, workdir: storage.Path):
   """(images, labels) of `split` as the run carved it."""
   if split == "validation" and not config.data.validation_examples:
     raise errors.UsageError(f"{workdir} was trained without a validation split "
@@ -57,7 +56,7 @@ def _batch_size(config) -> int:
   return -(-config.eval_batch_size // devices) * devices
 
 
-def evaluate(workdir: pathlib.Path, split: str, step, overrides: dict[str, str]) -> dict:
+def evaluate(workdir: storage.Path, split: str, step, overrides: dict[str, str]) -> dict:
   """The results; raises the USAGE_ERRORS and errors.UsageError before writing anything."""
   config = cli.run_config(workdir, overrides)
   trained = loading.load_trained(workdir, step)
@@ -72,7 +71,7 @@ def evaluate(workdir: pathlib.Path, split: str, step, overrides: dict[str, str])
           **eval_report.report(logits, labels, list(trained.preprocess.class_names))}
 
 
-def write(workdir: pathlib.Path, results: dict) -> tuple[pathlib.Path, pathlib.Path]:
+def write(workdir: storage.Path, results: dict) -> tuple[storage.Path, storage.Path]:
   """The report and its picture, each written whole or not at all (a kill, a full disk)."""
   folder = workdir / "eval"
   folder.mkdir(exist_ok=True)

@@ -7,23 +7,27 @@ The file's format is described in rir_jax/exported.py (and the README). Exit cod
 """
 from __future__ import annotations
 
-import pathlib
 
-from rir_jax import cli, errors, exported, loading
+from rir_jax import cli, errors, exported, loading, storage
 
 
 def _parser() -> cli.Parser:
   parser = cli.Parser(prog="python -m rir_jax.export", description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, type=pathlib.Path)
-  parser.add_argument("--out", required=True, type=pathlib.Path)
+  parser.add_argument("--workdir", required=True, type=storage.user_path)
+  parser.add_argument("--out", required=True, type=storage.user_path)
   parser.add_argument("--step", default="best", help="best (default), last or a step number")
   return parser
 
 
-def _check_out(out: pathlib.Path) -> None:
+def _check_out(out: storage.Path) -> None:
   if out.is_dir():
     raise errors.UsageError(f"--out={out} is a folder; give a file name, e.g. {out / 'model.msgpack'}")
-  if not out.parent.is_dir():
+  if storage.is_remote(out):  # a bucket has no folders to check, only itself
+    try:
+      storage.check_bucket(out)
+    except FileNotFoundError as error:
+      raise errors.UsageError(f"--out={out}: {error}") from error
+  elif not out.parent.is_dir():
     raise errors.UsageError(f"--out={out}: folder {out.parent} does not exist")
 
 
@@ -37,12 +41,11 @@ def main(argv: list[str]) -> int:
     trained = loading.load_trained(args.workdir, args.step)
   except (errors.UsageError, *cli.USAGE_ERRORS) as error:
     errors.fail(error)
-  card = {**trained.card, "step": trained.step, "source": str(args.workdir.resolve())}
+  card = {**trained.card, "step": trained.step, "source": str(storage.absolute(args.workdir))}
   try:
-    exported.write(args.out, card, trained.variables)
+    size = exported.write(args.out, card, trained.variables)
   except OSError as error:
     errors.fail(f"could not write {args.out}: {error.strerror}", 1)
-  size = args.out.stat().st_size
   print(f"step {trained.step} of {args.workdir} -> {args.out} ({size / 1e6:.2f} MB)")
   return 0
 

@@ -28,11 +28,14 @@ class ExportError(ValueError):
   """A file that is not a readable export; the message is one line."""
 
 
-def write(path: pathlib.Path, card: dict, variables: dict) -> None:
-  """Writes aside, then renames: a reader never sees half a file, a full disk leaves none."""
+def write(path: pathlib.Path, card: dict, variables: dict) -> int:
+  """Writes aside, then renames: a reader never sees half a file, a full disk leaves none.
+  Returns the file's size in bytes."""
   payload = {"format": FORMAT, "version": VERSION, "card": json.dumps(card, sort_keys=True),
              "params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-  storage.write_atomic(path, serialization.msgpack_serialize(_numpy(payload)))
+  content = serialization.msgpack_serialize(_numpy(payload))
+  storage.write_atomic(path, content)
+  return len(content)
 
 
 def read(path: pathlib.Path) -> tuple[dict, dict]:

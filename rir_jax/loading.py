@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
 from typing import Any
 
@@ -14,7 +15,7 @@ import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
-from rir_jax import best as best_lib, exported, library_noise, model_card
+from rir_jax import best as best_lib, exported, library_noise, model_card, storage
 from rir_jax.errors import reason
 from rir_jax.preprocess import Preprocess
 
@@ -71,7 +72,7 @@ def load(path, step: str | int = "best", *, kernels: str | None = None,
 
 
 def load_trained(path, step: str | int = "best", *, kernels: str | None = None) -> Trained:
-  path = pathlib.Path(path).expanduser()
+  path = storage.user_path(os.fspath(path))
   step = parse_step(step)
   if path.is_file():
     try:
@@ -107,7 +108,7 @@ def _checkpoint_of(workdir: pathlib.Path, step: str | int) -> tuple[int, ocp.Che
   folder = workdir / "checkpoints"
   if not folder.is_dir():
     raise LoadError(f"{workdir} has no checkpoints/ folder: not a training workdir")
-  newest = ocp.CheckpointManager(folder.resolve(), options=ocp.CheckpointManagerOptions(
+  newest = ocp.CheckpointManager(storage.absolute(folder), options=ocp.CheckpointManagerOptions(
       create=False, enable_async_checkpointing=False, cleanup_tmp_directories=False),
       item_handlers=ocp.StandardCheckpointHandler())
   best = (best_lib.manager(folder, create=False)

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rir_jax import cli, errors, inference, loading
+from rir_jax import cli, errors, inference, loading, storage
 from rir_jax.data import pictures
 from rir_jax.preprocess import ImageError
 
@@ -28,7 +28,7 @@ _BATCH = 256
 
 def _parser() -> cli.Parser:
   parser = cli.Parser(prog="python -m rir_jax.predict", description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, type=pathlib.Path,
+  parser.add_argument("--workdir", required=True, type=storage.user_path,
                       help="a training workdir or a file written by rir_jax.export")
   parser.add_argument("paths", nargs="+", type=pathlib.Path, metavar="IMAGE_OR_FOLDER")
   parser.add_argument("--step", default="best", help="best (default), last or a step number")

@@ -38,6 +38,12 @@ def as_path(text: str | os.PathLike) -> Path:
   return epath.Path(text) if is_remote(text) else pathlib.Path(text)
 
 
+def user_path(text: str) -> Path:
+  """A path from the command line: a gs:// URL, or a local path with ~ expanded."""
+  path = as_path(text)
+  return path if is_remote(path) else path.expanduser()
+
+
 def is_remote(path: str | os.PathLike) -> bool:
   return os.fspath(path).startswith(GCS_PREFIX)
 

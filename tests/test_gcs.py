@@ -4,6 +4,7 @@ The run writes config.json, metrics.jsonl, TensorBoard events and Orbax checkpoi
 objects; killed with SIGKILL and re-run, or re-run over a damaged newest checkpoint, it
 ends bit-identical to an uninterrupted run on a local disk.
 """
+import concurrent.futures
 import json
 import subprocess
 import time
@@ -11,10 +12,12 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 import gcs_emulator
 from launch_helpers import REPO, launch_command, read_checkpoint, result_lines, start
 from rir_jax import storage
+from trained_helpers import run_module
 
 BUCKET = "rir-test"
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -147,3 +150,36 @@ def test_a_second_command_on_a_busy_gs_workdir_is_refused_naming_the_first(
   finally:
     first.terminate()
     first.wait(timeout=120)
+
+
+@pytest.mark.slow
+def test_a_gs_run_with_a_validation_split_is_evaluated_exported_and_used_from_the_bucket(
+    emulator, tiny, tmp_path):
+  """Its best checkpoint goes to the bucket (not to a local ./gs:/ folder), and evaluate,
+  export and predict take the gs:// workdir as they take a local one."""
+  _, fs = emulator
+  workdir = f"gs://{BUCKET}/runs/validated"
+  prefix = workdir.removeprefix("gs://")
+  trained = subprocess.run(launch_command(tiny, workdir, "--config.data.validation_examples=64"),
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  assert fs.glob(f"{prefix}/checkpoints/best/*/commit_success.txt")
+  assert not (REPO / "gs:").exists()
+  lines = [json.loads(line) for line in fs.cat_file(f"{prefix}/metrics.jsonl").splitlines()]
+  best = lines[-1]["best/step"]
+  picture = tmp_path / "picture.png"
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(picture)
+  commands = [("evaluate", f"--workdir={workdir}", "--split=validation", "--step=best"),
+              ("export", f"--workdir={workdir}", f"--out={workdir}/model.msgpack"),
+              ("predict", f"--workdir={workdir}", "--json", str(picture))]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    results = list(pool.map(lambda command: run_module(*command), commands))
+  for result in results:  # nothing on stderr but TensorStore's note of the emulator's token
+    noise = [line for line in result.stderr.splitlines()
+             if "GOOGLE_AUTH_TOKEN_FOR_TESTING" not in line]
+    assert result.returncode == 0 and noise == [], result.stderr[-3000:]
+  report = json.loads(fs.cat_file(f"{prefix}/eval/validation-{best}.json"))
+  at_best = next(line for line in lines if line["step"] == best and "val/accuracy" in line)
+  assert report["top1_accuracy"] == at_best["val/accuracy"]
+  assert fs.exists(f"{prefix}/model.msgpack")
+  assert len(json.loads(results[2].stdout)["top_k"]) == 5
