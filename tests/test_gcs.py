@@ -16,6 +16,7 @@ from PIL import Image
 
 import gcs_emulator
 from launch_helpers import REPO, launch_command, read_checkpoint, result_lines, start
+import rir_jax
 from rir_jax import storage
 from trained_helpers import run_module
 
@@ -183,3 +184,8 @@ def test_a_gs_run_with_a_validation_split_is_evaluated_exported_and_used_from_th
   assert report["top1_accuracy"] == at_best["val/accuracy"]
   assert fs.exists(f"{prefix}/model.msgpack")
   assert len(json.loads(results[2].stdout)["top_k"]) == 5
+  # In Python, and so for --config.init_from (rir_jax/warm_start.py loads through it).
+  from_bucket = rir_jax.load(workdir, step="best")
+  from_export = rir_jax.load(f"{workdir}/model.msgpack")
+  for a, b in zip(jax.tree.leaves(from_bucket[1]), jax.tree.leaves(from_export[1]), strict=True):
+    np.testing.assert_array_equal(a, b)
