@@ -65,6 +65,8 @@ def test_a_signal_stops_at_a_step_with_its_checkpoint_and_the_rerun_is_bit_ident
     tiny, reference, tmp_path, signum, code):
   workdir = tmp_path / "run"
   command = launch_command(tiny, workdir, STEPS, SPARSE_CHECKPOINTS)
+  if signum == signal.SIGHUP:  # as a terminal's command has it, even if pytest runs under
+    command = ["env", "--default-signal=HUP", *command]  # nohup (its children ignore it)
   proc = start(command, tmp_path / "first.log")
   _wait_for_step(workdir, 6, [proc])
   os.kill(proc.pid, signum)
@@ -82,6 +84,17 @@ def test_a_signal_stops_at_a_step_with_its_checkpoint_and_the_rerun_is_bit_ident
   assert again.returncode == 0, again.stderr[-3000:]
   assert f"resuming at step {step}" in again.stderr
   _assert_bit_identical(workdir, reference)
+
+
+def test_under_nohup_a_hangup_leaves_the_run_training(tiny, tmp_path):
+  workdir = tmp_path / "run"
+  command = ["env", "--ignore-signal=HUP",  # what nohup does
+             *launch_command(tiny, workdir, STEPS, SPARSE_CHECKPOINTS)]
+  proc = start(command, tmp_path / "log")
+  _wait_for_step(workdir, 6, [proc])
+  os.kill(proc.pid, signal.SIGHUP)
+  assert proc.wait(timeout=120) == 0, (tmp_path / "log").read_text()[-3000:]
+  assert _last_step(workdir) == 24
 
 
 # --- two processes on loopback ---------------------------------------------------------------
