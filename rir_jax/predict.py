@@ -7,7 +7,9 @@ Each picture is turned upright as its EXIF orientation asks, its 16-bit pixels s
 bits, then converted as the training data was (grayscale or RGB, then the training split's
 normalisation); one of another size is refused unless --resize. Prints, per image,
 the top-k class names with probabilities (--json: one JSON object per line). Exit codes:
-0 done, 2 bad usage or an unreadable image (nothing is predicted then).
+0 done, 2 bad usage or an unreadable image (nothing is predicted then), 1 the output could
+not be written (a full disk), 141 its reader went away (`| head`). A gs:// workdir is read
+in place.
 """
 from __future__ import annotations
 
