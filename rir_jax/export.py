@@ -7,7 +7,6 @@ The file's format is described in rir_jax/exported.py (and the README). Exit cod
 """
 from __future__ import annotations
 
-
 from rir_jax import cli, errors, exported, loading, storage
 
 
