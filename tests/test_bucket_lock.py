@@ -88,7 +88,7 @@ def test_a_lock_its_holder_left_behind_is_taken_over_once_stale_then_renewed(buc
 def test_a_free_workdir_is_taken_at_once_and_let_go_at_release(bucket, lost):
   began = time.monotonic()
   lease = bucket_lock.acquire(f"gs://{BUCKET}/runs/free/")
-  assert time.monotonic() - began < STALE_S / 2
+  assert time.monotonic() - began < STALE_S  # no stale time waited out
   assert _text(bucket, "runs/free/lock") == OURS
   bucket_lock.release(lease)
   assert _text(bucket, "runs/free/lock") is None
