@@ -99,7 +99,7 @@ def _card(workdir: pathlib.Path) -> dict:
   except FileNotFoundError as error:
     raise LoadError(f"{workdir} has no {model_card.MODEL_FILE}: not a training workdir, or "
                     f"one trained before it was written; {rewrite}") from error
-  except model_card.CardError as error:
+  except storage.DamagedFile as error:
     raise LoadError(f"{error}; copy it again from the run, or {rewrite}") from error
 
 

@@ -42,21 +42,15 @@ def write(workdir: pathlib.Path, card: dict) -> None:
   storage.write_atomic(workdir / MODEL_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
-class CardError(ValueError):
-  """model.json is there but does not read as a card: cut by a copy, or edited."""
-
-
 def read(workdir: pathlib.Path) -> dict:
-  """The card; FileNotFoundError where there is none, CardError where it is damaged."""
+  """The card; FileNotFoundError where there is none, storage.DamagedFile where it is
+  damaged."""
   path = workdir / MODEL_FILE
-  try:
-    card = json.loads(path.read_text())
-  except (UnicodeDecodeError, ValueError, IsADirectoryError) as error:
-    raise CardError(f"{path} is damaged ({type(error).__name__}: {error})") from error
-  if not (isinstance(card, dict) and isinstance(card.get("model"), dict)
+  card = storage.read_json_object(path)
+  if not (isinstance(card.get("model"), dict)
           and {"name", "num_classes"} <= card["model"].keys()
           and isinstance(card.get("preprocess"), dict) and "dtype" in card):
-    raise CardError(f"{path} is damaged (not a model card: {', '.join(_KEYS)} expected)")
+    raise storage.DamagedFile(f"{path} is damaged (not a model card: {', '.join(_KEYS)} expected)")
   return card
 
 

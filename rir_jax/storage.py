@@ -21,6 +21,7 @@ google-cloud-storage read STORAGE_EMULATOR_HOST, TensorStore TENSORSTORE_GCS_HTT
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 from typing import Union
@@ -30,6 +31,24 @@ from etils import epath
 GCS_PREFIX = "gs://"
 
 Path = Union[pathlib.Path, epath.Path]
+
+
+class DamagedFile(ValueError):
+  """A file that is there but does not read as what it should be: cut by a copy, edited."""
+
+
+def read_json_object(path: Path) -> dict:
+  """A JSON object file's content; FileNotFoundError where there is none, DamagedFile
+  where it is cut, garbled, a folder or not an object."""
+  try:
+    content = json.loads(path.read_text())
+  except FileNotFoundError:
+    raise
+  except (OSError, ValueError) as error:  # a folder; bad UTF-8 or JSON
+    raise DamagedFile(f"{path} is damaged ({type(error).__name__}: {error})") from error
+  if not isinstance(content, dict):
+    raise DamagedFile(f"{path} is damaged (not a JSON object)")
+  return content
 
 
 def as_path(text: str | os.PathLike) -> Path:

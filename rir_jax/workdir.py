@@ -115,13 +115,9 @@ def saved_config(workdir: pathlib.Path, remedy: str = _TRAINING_REMEDY) -> dict 
   if not path.exists():
     return None
   try:
-    saved = json.loads(path.read_text())
-  except (OSError, UnicodeDecodeError, ValueError) as error:
-    raise WorkdirError(f"{path} is damaged ({type(error).__name__}: {error}); {remedy}"
-                       ) from error
-  if not isinstance(saved, dict):
-    raise WorkdirError(f"{path} is damaged (not a JSON object); {remedy}")
-  return saved
+    return storage.read_json_object(path)
+  except storage.DamagedFile as error:
+    raise WorkdirError(f"{error}; {remedy}") from error
 
 
 def check(workdir: storage.Path, config: ml_collections.ConfigDict) -> None:

@@ -17,7 +17,7 @@ from PIL import Image
 import gcs_emulator
 from launch_helpers import REPO, launch_command, read_checkpoint, result_lines, start
 import rir_jax
-from rir_jax import storage
+from rir_jax import metrics, storage
 from trained_helpers import run_module
 
 BUCKET = "rir-test"
@@ -166,7 +166,7 @@ def test_a_gs_run_with_a_validation_split_is_evaluated_exported_and_used_from_th
   assert trained.returncode == 0, trained.stderr[-3000:]
   assert fs.glob(f"{prefix}/checkpoints/best/*/commit_success.txt")
   assert not (REPO / "gs:").exists()
-  lines = [json.loads(line) for line in fs.cat_file(f"{prefix}/metrics.jsonl").splitlines()]
+  lines = metrics.read_metrics(f"{workdir}/metrics.jsonl")
   best = lines[-1]["best/step"]
   picture = tmp_path / "picture.png"
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(picture)
