@@ -54,7 +54,9 @@ def run_config(workdir, overrides: dict[str, str]) -> ml_collections.ConfigDict:
   """The run's config.json, with `config.data` keys changed as the command line says."""
   saved = workdir_lib.saved_config(workdir, remedy="copy it again from the run")
   if saved is None:
-    raise UsageError(f"--workdir={workdir} has no config.json: not a training workdir")
+    orphaned = workdir_lib.checkpoints_without_config(workdir)
+    raise UsageError(f"{orphaned}; copy it again from the run" if orphaned else
+                     f"--workdir={workdir} has no config.json: not a training workdir")
   config = ml_collections.ConfigDict(saved)
   for key, text in overrides.items():
     if key not in config.data:

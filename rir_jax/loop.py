@@ -108,11 +108,22 @@ def _drop_lines_after(path: storage.Path, step: int) -> None:
   """On resume, forget metrics written past the restored step (they will be re-made).
 
   Unreadable lines (a torn last line, garbage) are dropped with a warning, kept aside in
-  metrics.jsonl.dropped.
+  metrics.jsonl.dropped. Every checkpoint is saved after a line of its own step (a log,
+  an eval, or the flush before the save), so a file without that line has lost lines.
   """
   if not path.exists():
+    if step:
+      log.warning("%s is missing while the run resumes at step %d (a partial copy?): the "
+                  "lines of steps up to %d are lost; it starts again from here", path, step,
+                  step)
     return
   lines, problems = metrics_lib.read_metrics_leniently(path)
+  if step and not any(line["step"] == step for line in lines):
+    ends = max((line["step"] for line in lines if line["step"] < step), default=None)
+    log.warning("%s has no line of step %d, where the run resumes (a partial or older "
+                "copy?): %s; the run goes on from there", path, step,
+                "it holds no line before it" if ends is None else
+                f"its lines after step {ends} up to step {step} are lost")
   try:
     if problems:
       dropped = path.with_name(path.name + ".dropped")

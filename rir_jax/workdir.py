@@ -8,7 +8,7 @@ import tempfile
 
 import ml_collections
 
-from rir_jax import bucket_lock, models, renamed, storage, workdir_lock
+from rir_jax import bucket_lock, checkpoint, models, renamed, storage, workdir_lock
 
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its results:
@@ -120,12 +120,29 @@ def saved_config(workdir: pathlib.Path, remedy: str = _TRAINING_REMEDY) -> dict 
     raise WorkdirError(f"{error}; {remedy}") from error
 
 
+def checkpoints_without_config(workdir: storage.Path) -> str | None:
+  """What a workdir copied in part says of itself: None where it holds config.json or no
+  checkpoints (a run writes config.json before its first checkpoint), else a message."""
+  if (workdir / CONFIG_FILE).exists():
+    return None
+  newest = checkpoint.newest_step(workdir / "checkpoints")
+  if newest is None:
+    return None
+  return (f"--workdir={workdir} holds checkpoints (the newest of step {newest}) but no "
+          f"{CONFIG_FILE}, the config they were trained with (copied in part?)")
+
+
 def check(workdir: storage.Path, config: ml_collections.ConfigDict) -> None:
   """Raises WorkdirError without touching anything on disk."""
   if storage.is_remote(workdir):
     _check_bucket(workdir)
   else:
     _check_local_folder(workdir)
+  orphaned = checkpoints_without_config(workdir)
+  if orphaned and not config.allow_config_change:
+    raise WorkdirError(f"{orphaned}: this command's config cannot be checked against it; "
+                       f"copy {CONFIG_FILE} back, or add --config.allow_config_change=True "
+                       "to resume the checkpoints with this command's config")
   saved = saved_config(workdir)
   if saved is not None and not config.allow_config_change:
     diffs = config_differences(saved, config)

@@ -82,6 +82,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, tmp_path):
     shutil.copytree(run, cut, ignore=shutil.ignore_patterns("eval"))
     (cut / name).write_text((run / name).read_text()[:40])
     cases.append(([f"--workdir={cut}"], f"{cut / name} is damaged (JSONDecodeError"))
+  no_config = tmp_path / "without_config_json"  # a copy that missed config.json
+  shutil.copytree(run, no_config, ignore=shutil.ignore_patterns("eval", "config.json"))
+  cases.append(([f"--workdir={no_config}"],
+                f"holds checkpoints (the newest of step {steps[-1]}) but no config.json"))
   before = sorted(p.name for p in run.iterdir())
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
     results = list(pool.map(lambda case: run_module("evaluate", *case[0]), cases))

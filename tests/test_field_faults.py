@@ -4,6 +4,7 @@ a failed resume, full and read-only disks under the writers, non-finite losses.
 Each ends in one clear line (or a warning and a resumed run), a resumable workdir, and
 nothing lost.
 """
+import json
 import logging
 import shutil
 import subprocess
@@ -66,6 +67,34 @@ def test_damaged_metrics_lines_are_dropped_with_a_warning_and_the_run_resumes(
   assert metrics.read_metrics(path) == good
   assert "dropped" in _project_log(caplog) and "unreadable line" in _project_log(caplog)
   assert (workdir / "metrics.jsonl.dropped").exists()  # the file as it was, for a look
+
+
+@pytest.mark.parametrize("copy", ["whole", "without_metrics", "older_metrics"])
+def test_metrics_lines_a_copy_lost_are_named_and_the_run_goes_on(
+    copy, tiny, synthetic, reference, tmp_path, caplog):
+  """Every checkpoint is saved after a line of its own step: a file without it lost lines."""
+  workdir = _copy(reference, tmp_path)
+  path = workdir / "metrics.jsonl"
+  if copy == "without_metrics":
+    path.unlink()
+  elif copy == "older_metrics":  # copied while the run was at step 2, the rest later
+    path.write_text("".join(line for line in path.read_text().splitlines(keepends=True)
+                            if json.loads(line)["step"] <= 2))
+  caplog.set_level(logging.INFO, logger="rir_jax")
+
+  assert loop.train_and_evaluate(tiny_config(tiny), workdir, synthetic) == reference[1]
+  assert "resuming at step 6" in _project_log(caplog)
+  warning = {
+      "whole": None,
+      "without_metrics": "metrics.jsonl is missing while the run resumes at step 6",
+      "older_metrics": "has no line of step 6, where the run resumes (a partial or older "
+                       "copy?): its lines after step 2 up to step 6 are lost",
+  }[copy]
+  lost = [line for line in _project_log(caplog).splitlines() if "lost" in line]
+  if warning is None:
+    assert lost == []
+  else:
+    assert len(lost) == 1 and warning in lost[0], lost
 
 
 # --- an empty or partial step folder (an interrupted copy) ---------------------------------

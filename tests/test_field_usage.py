@@ -42,10 +42,11 @@ def _cases(tmp: pathlib.Path, tiny: pathlib.Path) -> dict[str, tuple[list[str], 
                          "  return ml_collections.ConfigDict({'seed': 1})\n")
   dangling = tmp / "dangling"
   dangling.symlink_to(tmp / "nowhere")
-  tb_file, ckpt_file, cut_json, dir_json = (tmp / "runs" / n for n in
-                                            ("tb_file", "ckpt_file", "cut_json", "dir_json"))
+  tb_file, ckpt_file, cut_json, dir_json, no_json = (
+      tmp / "runs" / n for n in ("tb_file", "ckpt_file", "cut_json", "dir_json", "no_json"))
   for folder in (tb_file, ckpt_file, cut_json, dir_json):
     folder.mkdir(parents=True)
+  (no_json / "checkpoints" / "6").mkdir(parents=True)  # copied without its config.json
   (tb_file / "tensorboard").write_text("")
   (ckpt_file / "checkpoints").write_text("")
   (cut_json / "config.json").write_text('{"seed": 0, "mod')
@@ -81,6 +82,7 @@ def _cases(tmp: pathlib.Path, tiny: pathlib.Path) -> dict[str, tuple[list[str], 
       "checkpoints_is_a_file": (tiny_args(ckpt_file), {}, "not a folder"),
       "truncated_config_json": (tiny_args(cut_json), {}, "damaged"),
       "config_json_is_a_folder": (tiny_args(dir_json), {}, "not a file"),
+      "checkpoints_without_config_json": (tiny_args(no_json), {}, "but no config.json"),
       "cuda_without_gpu": (tiny_args(work("l")), {"JAX_PLATFORMS": "cuda"}, "JAX_PLATFORMS"),
       "one_class_image_folder": (tiny_args(work("m"), "--config.data.name=image_folder",
                                            f"--config.data.manual_dir={one_class}",
@@ -126,7 +128,8 @@ CASE_NAMES = [
     "huge_boundary", "inf_learning_rate", "eval_batch_beyond_memory",
     "train_batch_beyond_memory", "config_returns_a_dict", "config_without_defaults",
     "dangling_symlink_workdir", "tensorboard_is_a_file", "checkpoints_is_a_file",
-    "truncated_config_json", "config_json_is_a_folder", "cuda_without_gpu",
+    "truncated_config_json", "config_json_is_a_folder", "checkpoints_without_config_json",
+    "cuda_without_gpu",
     "one_class_image_folder", "corrupt_image_in_folder", "offline_download",
 ]
 
