@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from disk_helpers import mount_tmpfs
 from launch_helpers import REPO, launch_command, read_checkpoint, write_tiny_config
 from rir_jax import compile_cache, data, metrics
 
@@ -53,6 +54,27 @@ def test_a_truncated_library_that_cannot_be_rebuilt_falls_back_to_xla(damaged_li
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.startswith("unavailable: RuntimeError: g++ not found"), result.stdout
   assert "damaged or unverified" in result.stderr
+
+
+def test_a_kernel_cache_that_cannot_be_written_is_a_warning_and_xla(tmp_path, mounts):
+  cache = tmp_path / "read_only"
+  mount_tmpfs(cache, "ro")
+  mounts.append(cache)
+  result = _load_library(cache)
+  assert result.returncode == 0, result.stderr[-3000:]
+  reason = f"cannot write in {cache} (Read-only file system)"
+  assert result.stdout.strip() == f"unavailable: BuildFailed: {reason}", result.stdout
+  assert f"did not build, so convolutions run on XLA's, slower: {reason}" in result.stderr
+
+
+def test_a_failed_build_is_told_by_its_error_lines_not_the_compilers_warnings():
+  from rir_jax.kernels import build
+  stderr = ("In file included from ffi.h:49,\napi.h:193:1: warning: control reaches end\n"
+            "  193 | }\n/usr/bin/ld: final link failed: No space left on device\n"
+            "collect2: error: ld returned 1 exit status\n")
+  assert build._compiler_errors(stderr) == (  # pylint: disable=protected-access
+      "/usr/bin/ld: final link failed: No space left on device; "
+      "collect2: error: ld returned 1 exit status")
 
 
 def _image_tree(root, per_class=4):

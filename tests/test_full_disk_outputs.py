@@ -1,7 +1,8 @@
 """Every file the project writes outside a run's own loop, on a disk that is full: an
-export, an eval report and its picture, the model card, the decoded-array cache and a
-bucket mirror's download. Each fails (or, for the cache, warns) and leaves no half file:
-nothing a reader would take for whole, nothing that keeps the full disk fuller. And the
+export, an eval report and its picture, the model card, the decoded-array cache, a
+bucket mirror's download and a dataset being prepared. Each fails (or, for the cache,
+warns) and leaves no half file: nothing a reader would take for whole, nothing that keeps
+the full disk fuller. And the
 commands' standard output, redirected there or to a pipe whose reader has gone."""
 import json
 import logging
@@ -14,8 +15,8 @@ import pytest
 
 from disk_helpers import fill, mount_tmpfs
 from launch_helpers import REPO
-from rir_jax import evaluate, exported, model_card
-from rir_jax.data import cache, remote
+from rir_jax import data, evaluate, exported, model_card
+from rir_jax.data import cache, loader, remote
 
 # A few MB apiece: bigger than what a filled 256 KB tmpfs has left.
 BIG = np.arange(1 << 20, dtype=np.float32)
@@ -80,6 +81,18 @@ def test_a_mirror_download_on_a_full_disk_leaves_no_partial_file(full_disk, tmp_
   with pytest.raises(OSError, match="No space left"):
     remote._copy_in(source, full_disk / "mirror" / "object")
   assert _left(full_disk) == ["mirror"]
+
+
+def test_preparing_data_on_a_disk_too_small_is_one_line_and_leaves_no_file(
+    tmp_path, mounts, shared_data):
+  """The record writer's own RuntimeError carries the reason: a DataError, as an OSError."""
+  disk = tmp_path / "data_dir"
+  mount_tmpfs(disk, "size=4m")  # MNIST's prepared training split alone is ~50 MB
+  mounts.append(disk)
+  with pytest.raises(data.DataError, match=r"could not prepare mnist in .*No space left on "
+                                           r"device.*; give it room, or choose another"):
+    loader.prepare("mnist", data_dir=disk, manual_dir=shared_data / "mnist")
+  assert [p for p in disk.rglob("*") if p.is_file()] == []
 
 
 # A command (evaluate, predict, export end through cli.run) with more output than a pipe

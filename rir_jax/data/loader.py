@@ -6,6 +6,7 @@ goes through a local mirror (`remote`), decoded splits through `cache`.
 """
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import pathlib
@@ -138,16 +139,29 @@ def _prepared_builder(name, data_dir, manual_dir, download):
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     for split, (images, labels) in getattr(builder, 'written_arrays', {}).items():
       cache.write(builder, split, images, labels)
-  except OSError as e:
+  except (OSError, RuntimeError) as e:
+    if not _is_write_failure(e):
+      raise
     # Another process preparing the same data_dir may have won the final rename:
     # then its data is ready. Otherwise (disk full, no permission) the user must act.
     with _quiet_tfds():
       builder = cls.create(data_dir, manual_dir)
       if not builder.is_prepared():
-        raise DataError(f'could not prepare {name} in {data_dir}: {e}') from None
+        raise DataError(f'could not prepare {name} in {data_dir}: {e}; give it room, or '
+                        'choose another data_dir') from None
   finally:
     tfds.display_progress_bar(True)
   return builder
+
+
+# What the C++ record writers put in their RuntimeError when the file system refuses a write.
+_WRITE_FAILURES = tuple(os.strerror(code) for code in (
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG))
+
+
+def _is_write_failure(error: Exception) -> bool:
+  """An OSError, or a record writer's RuntimeError that carries one's reason."""
+  return isinstance(error, OSError) or any(text in str(error) for text in _WRITE_FAILURES)
 
 
 def _prepared_remote_builder(name, cls, data_dir, manual_dir, download):

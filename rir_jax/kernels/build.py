@@ -14,6 +14,7 @@ import functools
 import hashlib
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,17 @@ def _is_whole(path: pathlib.Path) -> bool:
     return False
 
 
+class BuildFailed(RuntimeError):
+  """The library did not build where everything it needs is installed: the user must act."""
+
+
+def _compiler_errors(stderr: str) -> str:
+  """g++'s error lines, not its warnings (jaxlib's headers raise a page of those)."""
+  lines = stderr.splitlines()
+  errors = [line.strip() for line in lines if re.search(r"\b(error|failed)\b", line)]
+  return "; ".join(errors[:5] or lines[-3:])
+
+
 def _build(path: pathlib.Path) -> None:
   """Compiles the library to a temporary file, then renames it into place.
 
@@ -101,22 +113,28 @@ def _build(path: pathlib.Path) -> None:
   header = pathlib.Path(sys.prefix, "include", "oneapi", "dnnl", "dnnl.hpp")
   if not header.exists():
     raise RuntimeError(f"{header} not found: pip install onednn onednn-devel")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, temporary = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
-  os.close(fd)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
+    os.close(fd)
+  except OSError as e:
+    raise BuildFailed(f"cannot write in {path.parent} ({e.strerror})") from e
   digest = f"{temporary}.sha256"
   try:
     result = subprocess.run(_compile_command(temporary), capture_output=True, text=True)
     if result.returncode:
-      raise RuntimeError(f"g++ failed building {path.name}:\n{result.stderr[-3000:]}")
+      raise BuildFailed(f"g++ failed building {path}: {_compiler_errors(result.stderr)}")
     os.chmod(temporary, 0o755)  # mkstemp's 0600 would hide it from other users.
     pathlib.Path(digest).write_text(_digest(pathlib.Path(temporary)) + "\n")
     os.replace(digest, _digest_path(path))
     os.replace(temporary, path)
+  except OSError as e:
+    raise BuildFailed(f"cannot write {path} ({e.strerror})") from e
   finally:
     for leftover in (temporary, digest):
       if os.path.exists(leftover):
         os.unlink(leftover)
+
 
 
 def _find_opencl_cpu_driver() -> None:
@@ -154,6 +172,10 @@ def _load() -> tuple[bool, bool, str]:
     for target in TARGETS:
       jax.ffi.register_ffi_target(
           target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
+  except BuildFailed as e:  # not a machine without the library: a fault to hear of
+    log.warning("the kernel library did not build, so convolutions run on XLA's, slower: %s",
+                e)
+    return False, False, f"{type(e).__name__}: {e}"
   except Exception as e:  # pylint: disable=broad-except
     # Anything from a missing compiler to a missing libdnnl.so means "use XLA".
     return False, False, f"{type(e).__name__}: {e}"
