@@ -64,7 +64,7 @@ def read_images(files: list[pathlib.Path], preprocess, *, resize: bool) -> np.nd
   arrays = []
   for file in files:
     try:
-      with Image.open(file) as image:
+      with pictures.warnings_named(str(file)), Image.open(file) as image:
         arrays.append(preprocess.image_array(image, resize=resize, name=str(file)))
     except ImageError:
       raise

@@ -91,7 +91,7 @@ def checked_image(source: bytes | pathlib.Path, name: str) -> tuple[bytes, tuple
   """
   data = source if isinstance(source, bytes) else source.read_bytes()
   try:
-    with Image.open(io.BytesIO(data)) as image:
+    with pictures.warnings_named(name), Image.open(io.BytesIO(data)) as image:
       image.load()
       if image.mode == 'RGB' and image.format in ('PNG', 'JPEG') and pictures.is_upright(image):
         return data, (image.height, image.width, 3)

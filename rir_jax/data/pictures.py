@@ -9,12 +9,17 @@ hidden files and folders.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 # Modes whose pixels span 0..65535: Pillow opens 16-bit PNGs and TIFFs as "I;16*", and
 # older Pillows (or a conversion of "I;16") give 32-bit "I" for the same files.
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+log = logging.getLogger(__name__)
 
 
 def hidden(parts: tuple[str, ...]) -> bool:
@@ -22,6 +27,18 @@ def hidden(parts: tuple[str, ...]) -> bool:
   `._name.jpg` copies of metadata, Jupyter's `.ipynb_checkpoints/`, none of them pictures
   (or classes) of the user's."""
   return any(part.startswith(".") for part in parts)
+
+
+@contextlib.contextmanager
+def warnings_named(name: str):
+  """Pillow's warnings while reading a file (corrupt EXIF data, a large image), each as one
+  log line naming the file rather than Python's two lines naming Pillow's source; none
+  where the file turns out unreadable, as the error that follows says so."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    yield
+  for warning in caught:
+    log.warning("%s: %s", name, " ".join(str(warning.message).split()))
 
 
 def is_upright(image: Image.Image) -> bool:
