@@ -15,7 +15,8 @@ entry that exists. So an entry cut short (a process preempted while writing it, 
 partial copy of the cache folder, a disk that filled up) stays cut: every later run
 warns, in a multi-line warning, that it cannot read it, and compiles again, forever.
 `remove_damaged_entries` turns that warning into one line and removes the entries of
-that function that no longer decompress; the compile that follows writes them again.
+that function that no longer decompress; the compile that follows writes them again. A
+write that fails (a full or read-only cache folder) is one line too, its cut entry removed.
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ from jax._src import compilation_cache  # the cache's own (de)compression, to ma
 from rir_jax import library_noise, storage
 
 log = logging.getLogger(__name__)
-# jax._src.compiler._cache_read's warning, in jax 0.10.
-_UNREADABLE = re.compile(r"Error reading persistent compilation cache entry for '([^']+)': (.*)",
-                         re.DOTALL)
+# jax._src.compiler's warnings of a failed read and a failed write, in jax 0.10.
+_FAILED = re.compile(r"Error (reading|writing) persistent compilation cache entry for "
+                     r"'([^']+)': (.*)", re.DOTALL)
 
 
 def _is_whole(entry) -> bool:
@@ -58,14 +59,17 @@ def remove_damaged(cache_dir: str, function: str) -> list[str]:
 
 def _on_warning(show):
   def handle(message, category, filename, lineno, file=None, line=None):
-    unreadable = _UNREADABLE.match(str(message))
+    failed = _FAILED.match(str(message))
     cache_dir = jax.config.jax_compilation_cache_dir
-    if unreadable is None or not cache_dir:
+    if failed is None or not cache_dir:
       return show(message, category, filename, lineno, file, line)
-    function, error = unreadable.groups()
+    action, function, error = failed.groups()
+    # A write cut short (a full disk) leaves what it wrote: removed too, to read whole later.
     removed = remove_damaged(cache_dir, function)
-    log.warning("compilation cache entry for %r unreadable (%s): compiling again%s", function,
+    log.warning("compilation cache entry for %r %s (%s): %s%s", function,
+                "unreadable" if action == "reading" else "not written",
                 library_noise.first_line(error),
+                "compiling again" if action == "reading" else "the next run compiles it again",
                 f"; removed {len(removed)} damaged entr{'y' if len(removed) == 1 else 'ies'} "
                 f"of it" if removed else "")
   return handle

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from disk_helpers import mount_tmpfs
+from disk_helpers import fill, mount_tmpfs
 from launch_helpers import REPO, launch_command, read_checkpoint, write_tiny_config
 from rir_jax import compile_cache, data, metrics
 
@@ -201,6 +201,20 @@ def test_damaged_compilation_cache_entries_are_removed_and_written_again(tmp_pat
   for name in whole:
     jax_cache.decompress_executable((cache / name).read_bytes())  # raises if cut
   assert "unreadable" not in launch("third")
+
+
+def test_a_cache_on_a_full_disk_is_one_line_per_entry_and_leaves_no_cut_entry(tmp_path,
+                                                                              mounts):
+  cache = tmp_path / "full"
+  mount_tmpfs(cache, "size=256k")
+  mounts.append(cache)
+  fill(cache)
+  stderr = _launch_with_cache(write_tiny_config(tmp_path), tmp_path / "run", cache, devices=1)
+  assert "UserWarning" not in stderr and "warnings.warn" not in stderr, stderr[-3000:]
+  told = [line for line in stderr.splitlines() if "not written" in line]
+  assert any("'jit_train_step' not written (OSError: [Errno 28] No space left on device): "
+             "the next run compiles it again" in line for line in told), stderr[-3000:]
+  assert _entries(cache) == {}  # what a cut write left is gone
 
 
 def test_only_entries_that_do_not_decompress_are_removed(tmp_path):
