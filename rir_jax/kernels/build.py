@@ -136,7 +136,6 @@ def _build(path: pathlib.Path) -> None:
         os.unlink(leftover)
 
 
-
 def _find_opencl_cpu_driver() -> None:
   """Lets a SYCL build of oneDNN (PyPI's `onednn`) find its CPU device.
 
