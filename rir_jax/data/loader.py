@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from rir_jax import storage
 from rir_jax.data import cache
+from rir_jax.data import pictures
 from rir_jax.data import registry
 from rir_jax.data import remote
 from rir_jax.data import synthetic
@@ -205,8 +206,9 @@ def _split_arrays(builder, split):
   """(images, labels) of a prepared split: cached, else decoded (damaged files: a DataError
   naming the folder to delete)."""
 
-  def decode():
-    with _damaged_prepared_data(builder.name, builder.data_path):
+  def decode():  # a picture stored as it came may carry a warning of Pillow's: told once
+    with _damaged_prepared_data(builder.name, builder.data_path), pictures.warnings_named(
+        f'{builder.data_path} ({split})'):
       return _decode_split(builder, split)
 
   return cache.split_arrays(builder, split, decode)

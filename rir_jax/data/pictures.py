@@ -29,16 +29,24 @@ def hidden(parts: tuple[str, ...]) -> bool:
   return any(part.startswith(".") for part in parts)
 
 
+_told: set[tuple] = set()  # Pillow's warnings already told, by where Pillow raises them
+
+
 @contextlib.contextmanager
 def warnings_named(name: str):
-  """Pillow's warnings while reading a file (corrupt EXIF data, a large image), each as one
-  log line naming the file rather than Python's two lines naming Pillow's source; none
-  where the file turns out unreadable, as the error that follows says so."""
+  """Pillow's warnings while reading a file (corrupt EXIF data, a large image) as one log
+  line naming the file rather than Python's two lines naming Pillow's source; none where
+  the file turns out unreadable, as the error that follows says so. Each is told once, as
+  Python tells a warning once per place: a folder of a camera's photos is not a page."""
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     yield
   for warning in caught:
-    log.warning("%s: %s", name, " ".join(str(warning.message).split()))
+    where = (warning.category, warning.filename, warning.lineno)
+    if where not in _told:
+      _told.add(where)
+      log.warning("%s: %s (told for the first picture only)", name,
+                  " ".join(str(warning.message).split()))
 
 
 def is_upright(image: Image.Image) -> bool:
