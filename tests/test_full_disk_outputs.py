@@ -2,8 +2,8 @@
 export, an eval report and its picture, the model card, the decoded-array cache, a
 bucket mirror's download and a dataset being prepared. Each fails (or, for the cache,
 warns) and leaves no half file: nothing a reader would take for whole, nothing that keeps
-the full disk fuller. And the
-commands' standard output, redirected there or to a pipe whose reader has gone."""
+the full disk fuller. And the commands' standard output, redirected there or to a pipe
+whose reader has gone."""
 import json
 import logging
 import subprocess
@@ -87,7 +87,7 @@ def test_preparing_data_on_a_disk_too_small_is_one_line_and_leaves_no_file(
     tmp_path, mounts, shared_data):
   """The record writer's own RuntimeError carries the reason: a DataError, as an OSError."""
   disk = tmp_path / "data_dir"
-  mount_tmpfs(disk, "size=4m")  # MNIST's prepared training split alone is ~50 MB
+  mount_tmpfs(disk, "size=4m")  # MNIST's prepared training split alone is 23 MB
   mounts.append(disk)
   with pytest.raises(data.DataError, match=r"could not prepare mnist in .*No space left on "
                                            r"device.*; give it room, or choose another"):
