@@ -107,7 +107,9 @@ def test_pillows_warnings_are_one_line_naming_the_file_and_none_before_a_refusal
     assert predict.read_images(readable, _mnist_like(), resize=False).shape == (3, 6, 5, 1)
     with pytest.raises(ImageError, match="unreadable.tif is not a readable image"):
       predict.read_images([unreadable], _mnist_like(), resize=False)
-  assert [str(w.message) for w in escaped] == []
+    with pictures.warnings_named("any.png"):
+      warnings.warn("another library's", DeprecationWarning)
+  assert [str(w.message) for w in escaped] == ["another library's"]  # passed on as it was
   told = [r.getMessage() for r in caplog.records if r.name == "rir_jax.data.pictures"]
   # Once, naming the first picture: a folder of a camera's photos is not a page of them.
   assert len(told) == 1 and told[0].startswith(f"{readable[0]}: Corrupt EXIF data"), told

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pathlib
 import warnings
 
 import numpy as np
@@ -42,6 +43,10 @@ def warnings_named(name: str):
     warnings.simplefilter("always")
     yield
   for warning in caught:
+    if "PIL" not in pathlib.Path(warning.filename).parts:  # another library's: as Python would
+      warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                             warning.lineno)
+      continue
     where = (warning.category, warning.filename, warning.lineno)
     if where not in _told:
       _told.add(where)

@@ -171,12 +171,12 @@ def _load() -> tuple[bool, bool, str]:
     for target in TARGETS:
       jax.ffi.register_ffi_target(
           target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
-  except BuildFailed as e:  # not a machine without the library: a fault to hear of
-    log.warning("the kernel library did not build, so convolutions run on XLA's, slower: %s",
-                e)
-    return False, False, f"{type(e).__name__}: {e}"
   except Exception as e:  # pylint: disable=broad-except
-    # Anything from a missing compiler to a missing libdnnl.so means "use XLA".
+    # Anything from a missing compiler to a missing libdnnl.so means "use XLA"; a failed
+    # build, where all it needs is installed, is a fault to hear of.
+    if isinstance(e, BuildFailed):
+      log.warning("the kernel library did not build, so convolutions run on XLA's, slower: "
+                  "%s", e)
     return False, False, f"{type(e).__name__}: {e}"
   bf16 = bool(library.RirOnednnSupportsBf16())
   return True, bf16, (f"{message.value.decode()}, bf16 convolutions: "
