@@ -1,13 +1,14 @@
 """Evaluates a trained workdir's checkpoint on its test or validation split.
 
   python -m rir_jax.evaluate --workdir=DIR [--split=test|validation] [--step=best|last|N]
-      [--config.data.KEY=VALUE ...]      e.g. --config.data.manual_dir=../shared/data/mnist
+      [--out=FOLDER] [--config.data.KEY=VALUE ...]   e.g. --config.data.manual_dir=...
 
 Prints one line and writes DIR/eval/<split>-<step>.json (top-1, top-5 where there are more
-than 5 classes, loss, per-class accuracy, confusion matrix) and <split>-<step>-confusion.png.
-Top-1 and loss come from the training loop's own eval program on the same batches, so they
-equal the run's eval line of the same split and step. Exit codes: 0 done, 2 bad usage,
-1 a failure while writing.
+than 5 classes, loss, per-class accuracy, confusion matrix) and <split>-<step>-confusion.png;
+--out writes them in FOLDER instead (a workdir on read-only storage). Top-1 and loss come
+from the training loop's own eval program on the same batches, so they equal the run's eval
+line of the same split and step. Exit codes: 0 done, 2 bad usage, 1 a failure while
+writing (the line is printed first: the numbers are not lost).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def _parser() -> cli.Parser:
   parser.add_argument("--split", default="test", choices=SPLITS)
   parser.add_argument("--step", default="last",
                       help="best, last (default) or a step number")
+  parser.add_argument("--out", type=storage.user_path,
+                      help="the report's folder (default: WORKDIR/eval)")
   return parser
 
 
@@ -71,15 +74,15 @@ def evaluate(workdir: storage.Path, split: str, step, overrides: dict[str, str])
           **eval_report.report(logits, labels, list(trained.preprocess.class_names))}
 
 
-def write(workdir: storage.Path, results: dict) -> tuple[storage.Path, storage.Path]:
+def write(folder: storage.Path, run_name: str,
+          results: dict) -> tuple[storage.Path, storage.Path]:
   """The report and its picture, each written whole or not at all (a kill, a full disk)."""
-  folder = workdir / "eval"
-  folder.mkdir(exist_ok=True)
+  folder.mkdir(parents=True, exist_ok=True)
   stem = f"{results['split']}-{results['step']}"
   report = folder / f"{stem}.json"
   storage.write_atomic(report, json.dumps(results, indent=1) + "\n")
   picture = folder / f"{stem}-confusion.png"
-  title = (f"{workdir.name}: {results['split']} split, step {results['step']}, "
+  title = (f"{run_name}: {results['split']} split, step {results['step']}, "
            f"top-1 {results['top1_accuracy']:.4f}")
   png = io.BytesIO()
   eval_report.confusion_image(np.asarray(results["confusion_matrix"]),
@@ -96,14 +99,18 @@ def main(argv: list[str]) -> int:
     results = evaluate(args.workdir, args.split, loading.parse_step(args.step), overrides)
   except (errors.UsageError, *cli.USAGE_ERRORS) as error:
     errors.fail(error)
-  try:
-    report, picture = write(args.workdir, results)
-  except OSError as error:
-    errors.fail(f"could not write the results in {args.workdir / 'eval'}: {error.strerror}", 1)
+  folder = args.out or args.workdir / "eval"
   top5 = (f", top-5 {results['top5_accuracy']:.4f}" if "top5_accuracy" in results else "")
-  print(f"{results['split']} step {results['step']}: top-1 {results['top1_accuracy']:.4f}"
-        f"{top5}, loss {results['loss']:.4f} ({results['examples']} examples); "
-        f"{report}, {picture.name}")
+  line = (f"{results['split']} step {results['step']}: top-1 {results['top1_accuracy']:.4f}"
+          f"{top5}, loss {results['loss']:.4f} ({results['examples']} examples)")
+  try:
+    report, picture = write(folder, args.workdir.name, results)
+  except OSError as error:
+    print(line, flush=True)  # the evaluation's numbers stand without the report
+    reason = error.strerror or errors.one_line(error)
+    errors.fail(f"could not write the report in {folder}: {reason}"
+                + ("" if args.out else "; --out=FOLDER writes it elsewhere"), 1)
+  print(f"{line}; {report}, {picture.name}")
   return 0
 
 

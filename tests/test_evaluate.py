@@ -2,10 +2,12 @@
 import concurrent.futures
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
+from disk_helpers import mount_tmpfs
 from launch_helpers import truncate_largest_array_file
 from trained_helpers import assert_one_line_exit_2, eval_lines, run_module, shared_run
 
@@ -95,3 +97,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, tmp_path):
   assert f"step {steps[-1]} " in partial_copy and "OUT_OF_RANGE" in partial_copy
   assert sorted(p.name for p in run.iterdir()) == before
   assert not (no_validation / "eval").exists()
+
+
+def test_a_read_only_workdir_still_gives_its_numbers_and_out_writes_the_report(
+    run, tmp_path, mounts):
+  """A run on storage this machine may only read (a colleague's share, a mounted bucket)."""
+  read_only = tmp_path / "read_only"
+  mount_tmpfs(read_only, "size=64m")
+  mounts.append(read_only)
+  shutil.copytree(run, read_only, ignore=shutil.ignore_patterns("eval"), dirs_exist_ok=True)
+  subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
+  last = eval_lines(run)[-1]
+  numbers = f"test step {last['step']}: top-1 {last['eval/accuracy']:.4f}"
+  refused = run_module("evaluate", f"--workdir={read_only}")
+  assert refused.returncode == 1, refused.stderr[-2000:]
+  assert refused.stdout.startswith(numbers) and refused.stdout.count("\n") == 1
+  assert refused.stderr.strip().splitlines() == [
+      f"error: could not write the report in {read_only / 'eval'}: Read-only file system; "
+      "--out=FOLDER writes it elsewhere"]
+  out = tmp_path / "reports" / "r1"
+  written = _evaluate(read_only, f"--out={out}")
+  assert written.startswith(numbers) and str(out / f"test-{last['step']}.json") in written
+  report = json.loads((out / f"test-{last['step']}.json").read_text())
+  assert report["top1_accuracy"] == last["eval/accuracy"]
+  assert (out / f"test-{last['step']}-confusion.png").stat().st_size > 0

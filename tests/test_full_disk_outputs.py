@@ -53,7 +53,7 @@ def test_an_eval_report_on_a_full_disk_leaves_no_half_report(full_disk):
   results = {"split": "test", "step": 3, "top1_accuracy": 1.0, "confusion_matrix": confusion,
              "per_class_accuracy": [1.0] * 10, "padding": "x" * (1 << 19)}
   with pytest.raises(OSError, match="No space left"):
-    evaluate.write(full_disk, results)
+    evaluate.write(full_disk / "eval", "run", results)
   assert _left(full_disk) == ["eval"]
 
 
