@@ -5,7 +5,7 @@ warm-up, between two marks, so that ONEDNN_VERBOSE=1's lines of those steps can 
   python benchmarks/results/profile_torch/onednn_verbose/parse.py jax.txt 10
 """
 import pathlib, sys, time
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3]))  # the repository
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))  # the repository
 from rir_jax import host_memory
 host_memory.reuse_freed_memory()  # as launch.py and throughput.py do
 from benchmarks import throughput
