@@ -23,6 +23,7 @@ _ADDED_KEYS = {
     "init_from": None,
     "init_batch_stats": True,
     "init_new_head": False,
+    "kernels": "xla",  # before conv_impl (now kernels), convolutions ran on XLA alone
     "stop_at_accuracy": 0.0,
 }
 

@@ -216,3 +216,30 @@ def test_a_run_resumes_with_its_data_moved_but_not_with_other_data():
   config.data.name = "fashion_mnist"
   assert workdir_lib.config_differences(saved, config) == [
       "data.name ('mnist' -> 'fashion_mnist')"]
+
+
+# config.json as the project's first version wrote it (configs/default.py of 2026-11-25).
+FIRST_CONFIG_JSON = {
+    "seed": 0, "model": {"name": "rir"},
+    "data": {"name": "cifar10", "data_dir": None, "manual_dir": None, "download": True},
+    "batch_size": 128, "eval_batch_size": 1000, "num_epochs": 10.0, "num_train_steps": -1,
+    "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": False,
+                  "weight_decay": 0.0001, "weight_decay_type": "l2"},
+    "schedule": {"name": "piecewise", "boundaries_epochs": [5.0, 8.0], "decay_factor": 0.1,
+                 "warmup_epochs": 0.0},
+    "label_smoothing": 0.0, "dtype": "float32", "log_every_steps": 50,
+    "eval_every_epochs": 1.0, "eval_every_steps": -1, "checkpoint_every_steps": 500,
+    "keep_checkpoints": 3, "nan_policy": "stop", "allow_config_change": False}
+
+
+def test_a_workdir_of_the_first_version_resumes_where_its_config_is_kept():
+  """Every key added since counts as the value its absence stood for: a new key without
+  its entry in workdir._ADDED_KEYS (or a model default) fails here, as it would refuse
+  every older workdir's resume."""
+  from configs import default
+  from rir_jax import workdir as workdir_lib
+  config = default.get_config()
+  assert workdir_lib.config_differences(FIRST_CONFIG_JSON, config) == [
+      "kernels ('xla' -> 'auto')"]  # it trained on XLA's convolutions: say so, not None
+  config.kernels = "xla"
+  assert workdir_lib.config_differences(FIRST_CONFIG_JSON, config) == []
