@@ -1,17 +1,25 @@
-// Each of ResNet-20's 3x3 convolution passes on oneDNN's TBB build, two ways:
+// Each of ResNet-20's 3x3 convolution passes on oneDNN's TBB build, timed two ways.
+//
+// `halves`: whole against halves.
 //   whole:  one primitive over the batch, on TBB's pool of every core (as the kernels run);
 //   halves: the batch split in two at the pointer (NHWC: each half is contiguous), each
 //           half a primitive built and run in a TBB arena of one thread, the two halves
 //           at once (tbb::parallel_invoke); the weight gradient's halves write f32
 //           gradients that are summed after (and narrowed to bf16 in bf16).
-// Does a team of one per half beat oneDNN's own split of the work over TBB's threads?
+//   Does a team of one per half beat oneDNN's own split of the work over TBB's threads?
+// `cold`: hot against cold buffers.
+//   hot:  every run on the same buffers, as `halves` times them;
+//   cold: runs rotating over 23 other sets of buffers, each untouched by the 45 calls between.
+//   Is a call in the training step slower because its buffers are not in the caches?
 //
 //   PY=$(python -c "import sys; print(sys.prefix)")
 //   g++ -O2 -std=c++17 -I$PY/include -I$TBB_INCLUDE convs.cc -o /tmp/convs \
 //       -L$PY/lib -ldnnl -ltbb -Wl,--disable-new-dtags,-rpath,$PY/lib
-//   (for i in 1 2; do /tmp/convs 128 500; done) > output.txt
+//   (for i in 1 2; do /tmp/convs halves 128 500; done) > output.txt
+//   /tmp/convs cold 128 > cold_buffers_output.txt
 // (TBB_INCLUDE: `pip download tbb-devel==2021.13.1 --no-deps`, unzipped, its include folder.)
-// Each line: the median of 15 alternating runs of both ways after 3 warm-up runs.
+// Each line: the median of alternating runs of both ways after 3 warm-up runs (15 of
+// each for `halves`, 45 for `cold`).
 #include <oneapi/dnnl/dnnl.hpp>
 #include <oneapi/tbb/parallel_invoke.h>
 #include <oneapi/tbb/task_arena.h>
@@ -132,7 +140,7 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-void Compare(Pass pass, Shape s, int n, Type type) {
+void CompareHalves(Pass pass, Shape s, int n, Type type) {
   const bool weights = pass == kBackwardWeights;
   Run whole = Build(pass, s, n, type, false);
   oneapi::tbb::task_arena one_a(1), one_b(1);
@@ -167,11 +175,33 @@ void Compare(Pass pass, Shape s, int n, Type type) {
   std::fflush(stdout);
 }
 
+void CompareCold(Pass pass, Shape s, int n, Type type) {
+  std::vector<Run> runs;
+  for (int i = 0; i < 24; ++i) runs.push_back(Build(pass, s, n, type, false));
+  std::vector<double> hot_ms, cold_ms;
+  for (int i = 0; i < 48; ++i) {
+    double h = Ms([&] { Execute(runs[0]); });
+    double c = Ms([&] { Execute(runs[1 + i % 23]); });
+    if (i >= 3) hot_ms.push_back(h), cold_ms.push_back(c);
+  }
+  const double a = Median(hot_ms), b = Median(cold_ms);
+  std::printf("%-5s batch %3d %2dx%-2d %2d->%-2d s%d %-16s hot %7.3f ms  cold %7.3f ms  %.2fx\n",
+              type == Type::bf16 ? "bf16" : "f32", n, s.size, s.size, s.c, s.o, s.stride,
+              kPassNames[pass], a, b, b / a);
+  std::fflush(stdout);
+}
+
 int main(int argc, char** argv) {
+  const bool cold = argc > 1 && std::strcmp(argv[1], "cold") == 0;
+  if (argc < 3 || (!cold && std::strcmp(argv[1], "halves") != 0)) {
+    std::fprintf(stderr, "usage: %s halves|cold BATCH...\n", argv[0]);
+    return 2;
+  }
   const Shape shapes[] = {{16, 16, 32, 1}, {16, 32, 32, 2}, {32, 32, 16, 1},
                           {32, 64, 16, 2}, {64, 64, 8, 1}};
-  for (int i = 1; i < argc; ++i)
+  for (int i = 2; i < argc; ++i)
     for (Type type : {Type::f32, Type::bf16})
       for (Pass pass : {kForward, kBackwardData, kBackwardWeights})
-        for (const Shape& s : shapes) Compare(pass, s, std::atoi(argv[i]), type);
+        for (const Shape& s : shapes)
+          (cold ? CompareCold : CompareHalves)(pass, s, std::atoi(argv[i]), type);
 }
