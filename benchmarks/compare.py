@@ -5,7 +5,9 @@
   python -m benchmarks.compare --smoke --manual_dir=../shared/data/mnist --out=/tmp/b
 
 Writes OUT/results.json, OUT/results.md, OUT/curves.png, OUT/throughput.png, and one
-workdir per (model, seed) under OUT/runs/ (re-running reuses finished runs).
+workdir per (model, seed) under OUT/runs/ (re-running reuses finished runs). SIGTERM,
+SIGINT or SIGHUP stop it as they stop launch.py: the run in training checkpoints its step
+and the command exits 128 + the signal; re-running it resumes there.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import ml_collections
 
 from benchmarks import report
 from configs import cifar, mnist
-from rir_jax import checkpoint, checks, data, loop, metrics, trainer
+from rir_jax import checkpoint, checks, data, loop, metrics, stopping, trainer
 from rir_jax import workdir as workdir_lib
 from rir_jax.kernels import select
 from rir_jax.models import count_params
@@ -105,7 +107,8 @@ def finished(config, workdir: pathlib.Path) -> dict | None:
   return result
 
 
-def run_one(config, dataset, workdir: pathlib.Path) -> dict:
+def run_one(config, dataset, workdir: pathlib.Path,
+            signals=stopping.NO_SIGNALS) -> dict:
   """Trains one (model, seed) with launch.py's loop; reuses a finished run's result."""
   result = finished(config, workdir)
   if result is not None:
@@ -122,7 +125,7 @@ def run_one(config, dataset, workdir: pathlib.Path) -> dict:
   # Where this process starts: a resumed run's wall time covers only the steps after it.
   trained_from = checkpoint.newest_step(workdir / "checkpoints") or 0
   start = time.perf_counter()
-  final = loop.train_and_evaluate(config, workdir, dataset)
+  final = loop.train_and_evaluate(config, workdir, dataset, signals=signals)
   wall = time.perf_counter() - start
   lines = metrics.read_metrics(workdir / "metrics.jsonl")
   speeds = [l["train/images_per_sec"] for l in lines if "train/images_per_sec" in l][1:]
@@ -209,6 +212,10 @@ def main(argv=None) -> int:
   dataset = prepare(args)
   if dataset is None:
     return 2
+  return stopping.orderly(lambda signals: _compare(args, argv, dataset, signals))
+
+
+def _compare(args, argv, dataset, signals) -> int:
   models = []
   for spec in args.models.split(","):
     name = pathlib.Path(spec).stem if spec.endswith(".py") else spec
@@ -217,7 +224,8 @@ def main(argv=None) -> int:
       config = base_config(spec, args)
       config.seed = seed
       print(f"== {name} seed {seed}", flush=True)
-      runs.append(run_one(config, dataset, args.out / "runs" / name / f"seed{seed}"))
+      runs.append(run_one(config, dataset, args.out / "runs" / name / f"seed{seed}",
+                          signals))
     models.append(summarize(name, model_facts(base_config(spec, args), dataset), runs))
   results = {
       "command": " ".join(["python", "-m", "benchmarks.compare", *(argv or sys.argv[1:])]),

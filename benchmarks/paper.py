@@ -8,7 +8,9 @@ the significance of every difference.
 
 Trains through launch.py's loop, one workdir per (row, seed) under OUT/runs/, seeds in
 the outer loop (an interrupted study has whole seeds of every row); re-running resumes
-an interrupted run from its checkpoint and reuses finished ones. `--report_only` writes
+an interrupted run from its checkpoint and reuses finished ones; SIGTERM, SIGINT or SIGHUP
+(a preempted VM) stop the run in training at a step, checkpointed, as launch.py stops
+(exit 128 + the signal). `--report_only` writes
 the table from the runs finished so far. Writes OUT/results.json, OUT/results.md and
 OUT/curves.png.
 """
@@ -31,7 +33,7 @@ import jax
 
 from benchmarks import compare, report, significance
 from configs import paper
-from rir_jax import renamed
+from rir_jax import renamed, stopping
 from rir_jax.kernels import select
 
 # The paper's published test accuracy, where one is recorded (scale=paper only).
@@ -126,6 +128,10 @@ def main(argv=None) -> int:
   dataset = compare.prepare(args)
   if dataset is None:
     return 2
+  return stopping.orderly(lambda signals: _study(args, argv, dataset, signals))
+
+
+def _study(args, argv, dataset, signals) -> int:
   runs = {row: [] for row in args.rows}
   for seed in range(args.seeds):
     for row in args.rows:
@@ -133,7 +139,7 @@ def main(argv=None) -> int:
       result = compare.finished(config, workdir)
       if result is None and not args.report_only:
         print(f"== {row} seed {seed}", flush=True)
-        result = compare.run_one(config, dataset, workdir)
+        result = compare.run_one(config, dataset, workdir, signals)
       if result is not None:
         runs[row].append(result)
   rows = [summarize_row(row, row_config(row, 0, args), dataset, runs[row], args)

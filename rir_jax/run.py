@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import sys
 import traceback
 
@@ -93,7 +92,7 @@ def launch(config: ml_collections.ConfigDict, workdir: storage.Path, *,
       return _error(f"cannot set up --workdir={workdir} ({error.strerror or error})")
     return _train(config, settled, workdir, dataset, signals)
   except (stopping.Stopped, KeyboardInterrupt) as error:
-    return _stopped(error)
+    return stopping.report(error)
 
 
 def _record_config(config, workdir: storage.Path, dataset: data.Dataset):
@@ -140,16 +139,3 @@ def _what_is_kept(workdir: storage.Path) -> str:
   if newest is None:
     return "no checkpoint has been saved"
   return f"the checkpoint at step {newest} is intact"
-
-
-def _stopped(error: BaseException) -> int:
-  """SIGTERM, SIGINT or SIGHUP: one line saying where the run stopped and how to go on."""
-  if isinstance(error, KeyboardInterrupt):
-    error = stopping.Stopped(signal.SIGINT)
-  where = (f" at step {error.step}, its checkpoint saved" if error.step is not None else "")
-  try:
-    print(f"stopped by {signal.Signals(error.signum).name}{where}; re-run the same command "
-          "to continue", file=sys.stderr, flush=True)
-  except OSError:  # SIGHUP: the terminal is gone; the checkpoint and the exit code say it
-    pass
-  return error.exit_code

@@ -7,13 +7,18 @@ boundary, where the loop checkpoints that step, flushes its writers and stops; a
 signal stops at once. In a multi-process run JAX's preemption service takes SIGTERM
 after `jax.distributed.initialize`, and the processes agree on the step to stop at
 (`reached_preemption_sync_point`), so that every process saves the same one.
+Studies that train many runs one after another (benchmarks/compare.py, paper.py) stop
+the same way (`orderly`): the run in training checkpoints its step, the finished ones
+stay finished.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import signal
+import sys
 import threading
+from typing import Callable
 
 import jax
 from jax.experimental import multihost_utils
@@ -40,15 +45,23 @@ class StopSignals:
   def __init__(self):
     self.received: int | None = None
     self._deferred = False
+    self._before = {}
 
   def install(self) -> None:
     if threading.current_thread() is not threading.main_thread():
       return  # signal handlers can only be set from the main thread
-    signal.signal(signal.SIGINT, self._handle)
+    ours = [signal.SIGINT]
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup: the user's choice
-      signal.signal(signal.SIGHUP, self._handle)
+      ours.append(signal.SIGHUP)
     if jax.process_count() == 1:  # else JAX's preemption service owns SIGTERM
-      signal.signal(signal.SIGTERM, self._handle)
+      ours.append(signal.SIGTERM)
+    self._before = {signum: signal.signal(signum, self._handle) for signum in ours}
+
+  def uninstall(self) -> None:
+    """The handlers from before `install` (for callers in a longer-lived process)."""
+    for signum, handler in self._before.items():
+      signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: not Python's
+    self._before = {}
 
   def _handle(self, signum, frame) -> None:
     del frame
@@ -95,3 +108,30 @@ class _NoSignals:
 
 
 NO_SIGNALS = _NoSignals()
+
+
+def report(error: BaseException) -> int:
+  """SIGTERM, SIGINT or SIGHUP: one line saying where the run stopped and how to go on;
+  returns the exit code (128 + the signal's number)."""
+  if isinstance(error, KeyboardInterrupt):
+    error = Stopped(signal.SIGINT)
+  where = (f" at step {error.step}, its checkpoint saved" if error.step is not None else "")
+  try:
+    print(f"stopped by {signal.Signals(error.signum).name}{where}; re-run the same command "
+          "to continue", file=sys.stderr, flush=True)
+  except OSError:  # SIGHUP: the terminal is gone; the checkpoint and the exit code say it
+    pass
+  return error.exit_code
+
+
+def orderly(command: Callable[[StopSignals], int]) -> int:
+  """Runs `command(signals)` with this process's signals as orderly stops (the command
+  passes `signals` to each run's loop); a stop is `report`ed."""
+  signals = StopSignals()
+  signals.install()
+  try:
+    return command(signals)
+  except (Stopped, KeyboardInterrupt) as error:
+    return report(error)
+  finally:
+    signals.uninstall()

@@ -1,9 +1,15 @@
 """benchmarks/compare.py end to end on a tiny budget: files, numbers, reuse of finished runs."""
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from benchmarks import compare
+from launch_helpers import REPO
 from rir_jax.kernels import select
 
 pytestmark = pytest.mark.slow
@@ -70,3 +76,38 @@ def test_wall_time_counts_only_runs_trained_in_one_process(tmp_path):
           {"wall_seconds": 120.0, "trained_from_step": 0}]
   assert compare._wall_mean(runs) == 110.0
   assert compare._wall_mean(runs[1:3]) is None
+
+
+def test_a_stop_signal_checkpoints_the_run_in_training_and_the_rerun_resumes_it(tmp_path):
+  """A study runs for hours on machines that get preempted: SIGTERM stops it as it stops
+  launch.py, at a step with its checkpoint, and the same command goes on from there."""
+  out = tmp_path / "study"
+  command = [sys.executable, "-m", "benchmarks.compare", *TINY, "--models=cnn",
+             "--steps=60", f"--out={out}"]
+  run = out / "runs" / "cnn" / "seed0"
+  proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.monotonic() + 240
+  while not any("train/loss" in line for line in _lines(run / "metrics.jsonl")):
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert time.monotonic() < deadline, "no training line"
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 143, stderr[-3000:]
+  stopped = re.fullmatch(r"stopped by SIGTERM at step (\d+), its checkpoint saved; re-run "
+                         r"the same command to continue", stderr.strip().splitlines()[-1])
+  assert stopped, stderr[-3000:]
+  step = int(stopped.group(1))
+  assert 25 <= step < 60 and (run / "checkpoints" / str(step)).is_dir()
+  assert not (run / "result.json").exists()
+  assert compare.main(command[3:]) == 0
+  result = first_run(out)
+  assert result["trained_from_step"] == step and result["curve"][-1]["step"] == 60
+
+
+def _lines(path):
+  try:
+    return path.read_text().splitlines()
+  except FileNotFoundError:
+    return []
