@@ -89,7 +89,7 @@ def base_config(spec: str, args: argparse.Namespace) -> ml_collections.ConfigDic
   config.eval_every_epochs = min(1.0, args.epochs / 5)
   config.eval_every_steps = max(args.steps // 5, 1) if args.steps > 0 else -1
   config.log_every_steps = 25
-  config.checkpoint_every_steps = 10_000
+  config.checkpoint_every_steps = 1000  # a run killed hard (no signal) loses at most these
   config.keep_checkpoints = 1
   return config
 

@@ -12,9 +12,12 @@ from rir_jax import bucket_lock, checkpoint, models, renamed, storage, workdir_l
 
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its results:
-# where the data lives (a copy on another disk, a bucket's mirror) is not what it is, and
-# how many steps go in one dispatch changes at most their rounding, as a device layout does.
-_FREE_KEYS = ("allow_config_change", "data.data_dir", "data.manual_dir", "steps_per_dispatch")
+# where the data lives (a copy on another disk, a bucket's mirror) is not what it is; how
+# often checkpoints are saved, and how many are kept, changes nothing a step computes (a
+# run preempted often resumes with more frequent ones); how many steps go in one dispatch
+# changes at most their rounding, as a device layout does.
+_FREE_KEYS = ("allow_config_change", "checkpoint_every_steps", "data.data_dir",
+              "data.manual_dir", "keep_checkpoints", "steps_per_dispatch")
 # Keys added after workdirs were first written, with the value their absence stood for:
 # a workdir that lacks them resumes as long as the new config keeps that value.
 _ADDED_KEYS = {

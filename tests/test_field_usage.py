@@ -203,8 +203,8 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_a_run_resumes_with_its_data_moved_but_not_with_other_data():
-  """Where the data lives (another disk, a bucket's mirror) is not part of a run's config;
-  which data it is stays part of it."""
+  """Where the data lives (another disk, a bucket's mirror) and how often it checkpoints
+  are not part of a run's config; which data it is stays part of it."""
   from configs import mnist
   from rir_jax import workdir as workdir_lib
   config = mnist.get_config("model=cnn")
@@ -212,6 +212,9 @@ def test_a_run_resumes_with_its_data_moved_but_not_with_other_data():
   saved = workdir_lib.config_json(config)
   config.data.manual_dir = "/mnt/copy/mnist"
   config.data.data_dir = "gs://bucket/tfds"
+  assert workdir_lib.config_differences(saved, config) == []
+  # A run preempted often resumes with more frequent checkpoints (its steps are the same).
+  config.checkpoint_every_steps, config.keep_checkpoints = 50, 10
   assert workdir_lib.config_differences(saved, config) == []
   config.data.name = "fashion_mnist"
   assert workdir_lib.config_differences(saved, config) == [
