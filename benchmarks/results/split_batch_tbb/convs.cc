@@ -13,8 +13,8 @@
 //   Is a call in the training step slower because its buffers are not in the caches?
 //
 //   PY=$(python -c "import sys; print(sys.prefix)")
-//   g++ -O2 -std=c++17 -I$PY/include -I$TBB_INCLUDE convs.cc -o /tmp/convs \
-//       -L$PY/lib -ldnnl -ltbb -Wl,--disable-new-dtags,-rpath,$PY/lib
+//   LINK="-L$PY/lib -ldnnl -ltbb -Wl,--disable-new-dtags,-rpath,$PY/lib"
+//   g++ -O2 -std=c++17 -I$PY/include -I$TBB_INCLUDE convs.cc -o /tmp/convs $LINK
 //   (for i in 1 2; do /tmp/convs halves 128 500; done) > output.txt
 //   /tmp/convs cold 128 > cold_buffers_output.txt
 // (TBB_INCLUDE: `pip download tbb-devel==2021.13.1 --no-deps`, unzipped, its include folder.)
@@ -140,6 +140,23 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Runs `a` and `b` in turn `rounds` times and prints the medians after 3 warm-up rounds,
+// with a's time over b's (b's over a's where `b_over_a`).
+void Alternate(Pass pass, Shape s, int n, Type type, int rounds, const char* a_name,
+               const std::function<void()>& a, const char* b_name,
+               const std::function<void()>& b, bool b_over_a) {
+  std::vector<double> a_ms, b_ms;
+  for (int i = 0; i < rounds; ++i) {
+    const double ta = Ms(a), tb = Ms(b);
+    if (i >= 3) a_ms.push_back(ta), b_ms.push_back(tb);
+  }
+  const double ma = Median(a_ms), mb = Median(b_ms);
+  std::printf("%-5s batch %3d %2dx%-2d %2d->%-2d s%d %-16s %s %7.3f ms  %s %7.3f ms  %.2fx\n",
+              type == Type::bf16 ? "bf16" : "f32", n, s.size, s.size, s.c, s.o, s.stride,
+              kPassNames[pass], a_name, ma, b_name, mb, b_over_a ? mb / ma : ma / mb);
+  std::fflush(stdout);
+}
+
 void CompareHalves(Pass pass, Shape s, int n, Type type) {
   const bool weights = pass == kBackwardWeights;
   Run whole = Build(pass, s, n, type, false);
@@ -163,32 +180,15 @@ void CompareHalves(Pass pass, Shape s, int n, Type type) {
       }
     }
   };
-  std::vector<double> whole_ms, halves_ms;
-  for (int i = 0; i < 18; ++i) {
-    double w = Ms([&] { Execute(whole); }), h = Ms(halves);
-    if (i >= 3) whole_ms.push_back(w), halves_ms.push_back(h);
-  }
-  const double a = Median(whole_ms), b = Median(halves_ms);
-  std::printf("%-5s batch %3d %2dx%-2d %2d->%-2d s%d %-16s whole %7.3f ms  halves %7.3f ms  %.2fx\n",
-              type == Type::bf16 ? "bf16" : "f32", n, s.size, s.size, s.c, s.o, s.stride,
-              kPassNames[pass], a, b, a / b);
-  std::fflush(stdout);
+  Alternate(pass, s, n, type, 18, "whole", [&] { Execute(whole); }, "halves", halves, false);
 }
 
 void CompareCold(Pass pass, Shape s, int n, Type type) {
   std::vector<Run> runs;
   for (int i = 0; i < 24; ++i) runs.push_back(Build(pass, s, n, type, false));
-  std::vector<double> hot_ms, cold_ms;
-  for (int i = 0; i < 48; ++i) {
-    double h = Ms([&] { Execute(runs[0]); });
-    double c = Ms([&] { Execute(runs[1 + i % 23]); });
-    if (i >= 3) hot_ms.push_back(h), cold_ms.push_back(c);
-  }
-  const double a = Median(hot_ms), b = Median(cold_ms);
-  std::printf("%-5s batch %3d %2dx%-2d %2d->%-2d s%d %-16s hot %7.3f ms  cold %7.3f ms  %.2fx\n",
-              type == Type::bf16 ? "bf16" : "f32", n, s.size, s.size, s.c, s.o, s.stride,
-              kPassNames[pass], a, b, b / a);
-  std::fflush(stdout);
+  int call = 0;
+  Alternate(pass, s, n, type, 48, "hot", [&] { Execute(runs[0]); }, "cold",
+            [&] { Execute(runs[1 + call++ % 23]); }, true);
 }
 
 int main(int argc, char** argv) {
