@@ -2,14 +2,13 @@
 import json
 import re
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
 from benchmarks import compare
-from launch_helpers import REPO
+from launch_helpers import start
 from rir_jax.kernels import select
 
 pytestmark = pytest.mark.slow
@@ -84,20 +83,19 @@ def test_a_stop_signal_checkpoints_the_run_in_training_and_the_rerun_resumes_it(
   out = tmp_path / "study"
   command = [sys.executable, "-m", "benchmarks.compare", *TINY, "--models=cnn",
              "--steps=60", f"--out={out}"]
-  run = out / "runs" / "cnn" / "seed0"
-  proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  run, log = out / "runs" / "cnn" / "seed0", tmp_path / "study.log"
+  proc = start(command, log)
   deadline = time.monotonic() + 240
   while not any("train/loss" in line for line in _lines(run / "metrics.jsonl")):
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert proc.poll() is None, log.read_text()[-3000:]
     assert time.monotonic() < deadline, "no training line"
     time.sleep(0.02)
   proc.send_signal(signal.SIGTERM)
-  _, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == 143, stderr[-3000:]
+  assert proc.wait(timeout=120) == 143, log.read_text()[-3000:]
+  output = log.read_text()
   stopped = re.fullmatch(r"stopped by SIGTERM at step (\d+), its checkpoint saved; re-run "
-                         r"the same command to continue", stderr.strip().splitlines()[-1])
-  assert stopped, stderr[-3000:]
+                         r"the same command to continue", output.strip().splitlines()[-1])
+  assert stopped, output[-3000:]
   step = int(stopped.group(1))
   assert 25 <= step < 60 and (run / "checkpoints" / str(step)).is_dir()
   assert not (run / "result.json").exists()
