@@ -100,11 +100,28 @@ def finished(config, workdir: pathlib.Path) -> dict | None:
   if not done.exists():
     return None
   result = json.loads(done.read_text())
-  if workdir_lib.config_differences(result["config"], config):
+  if (workdir_lib.config_differences(result["config"], config)
+      or _other_kernels(result["config"], config)):
     return None
   if "trained_from_step" not in result:  # written before the key existed
     result["trained_from_step"] = _last_start(workdir / "metrics.jsonl")
   return result
+
+
+def _other_kernels(saved: dict, config) -> bool:
+  """Whether a saved config names other kernels: a resume may change them (the same
+  math), but a study times its runs."""
+  return workdir_lib.saved_kernels(saved) != config.kernels
+
+
+def _out_of_date(workdir: pathlib.Path, config) -> bool:
+  """Whether `workdir` holds a run of another budget, recipe or kernels than `config`."""
+  try:
+    workdir_lib.check(workdir, config)
+  except workdir_lib.WorkdirError:
+    return True
+  saved = workdir_lib.saved_config(workdir)
+  return saved is not None and _other_kernels(saved, config)
 
 
 def run_one(config, dataset, workdir: pathlib.Path,
@@ -114,9 +131,7 @@ def run_one(config, dataset, workdir: pathlib.Path,
   if result is not None:
     return result
   checks.validate(config, device_count=jax.device_count(), process_count=1)
-  try:
-    workdir_lib.check(workdir, config)
-  except workdir_lib.WorkdirError:  # a run of another budget or recipe: out of date
+  if _out_of_date(workdir, config):
     # Set aside, not deleted: hours of training should not vanish on a changed flag.
     aside = workdir.with_name(f"{workdir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"{workdir} holds a run of another config: moved to {aside}", flush=True)

@@ -50,8 +50,16 @@ def read(path: pathlib.Path) -> tuple[dict, dict]:
   if payload.get("version") != VERSION:
     raise ExportError(f"{path} is export format version {payload.get('version')}; this "
                       f"rir_jax reads version {VERSION}")
-  variables = {"params": payload["params"], "batch_stats": payload["batch_stats"]}
-  return json.loads(payload["card"]), variables
+  missing = [key for key in ("card", "params", "batch_stats") if key not in payload]
+  if missing:
+    raise ExportError(f"{path} is a damaged export: it lacks {', '.join(missing)}")
+  try:
+    card = json.loads(payload["card"])
+  except (TypeError, ValueError) as error:
+    raise ExportError(f"{path} is a damaged export: its card is not JSON ({error})") from None
+  if not (isinstance(card, dict) and isinstance(card.get("step"), int)):
+    raise ExportError(f"{path} is a damaged export: its card names no step")
+  return card, {"params": payload["params"], "batch_stats": payload["batch_stats"]}
 
 
 def _numpy(tree):

@@ -88,8 +88,15 @@ def load_trained(path, step: str | int = "best", *, kernels: str | None = None) 
     variables = _restore_variables(manager, found)
   else:
     raise LoadError(f"{path} does not exist; give a training workdir or an exported file")
-  return Trained(model=model_card.build_model(card, kernels=kernels), variables=variables,
-                 preprocess=model_card.preprocess(card), card=card, step=found, source=path)
+  try:
+    model_card.check(card)
+    model = model_card.build_model(card, kernels=kernels)
+    model_card.check_variables(model, card, variables)
+  except model_card.CardError as error:
+    where = path / model_card.MODEL_FILE if path.is_dir() else path
+    raise LoadError(f"{where}: {error}") from error
+  return Trained(model=model, variables=variables, preprocess=model_card.preprocess(card),
+                 card=card, step=found, source=path)
 
 
 def _card(workdir: pathlib.Path) -> dict:

@@ -15,9 +15,11 @@ CONFIG_FILE = "config.json"
 # where the data lives (a copy on another disk, a bucket's mirror) is not what it is; how
 # often checkpoints are saved, and how many are kept, changes nothing a step computes (a
 # run preempted often resumes with more frequent ones); how many steps go in one dispatch
-# changes at most their rounding, as a device layout does.
+# changes at most their rounding, as a device layout does, and so do the kernels (the
+# same math: a run moved to a machine without the CPU library, a GPU box, resumes there
+# on XLA's; kernels.json warns that it is not bit-identical).
 _FREE_KEYS = ("allow_config_change", "checkpoint_every_steps", "data.data_dir",
-              "data.manual_dir", "keep_checkpoints", "steps_per_dispatch")
+              "data.manual_dir", "keep_checkpoints", "kernels", "steps_per_dispatch")
 # Keys added after workdirs were first written, with the value their absence stood for:
 # a workdir that lacks them resumes as long as the new config keeps that value.
 _ADDED_KEYS = {
@@ -72,6 +74,11 @@ def _with_defaults(saved: dict) -> dict:
     defaults = json.loads(json.dumps(models.model_defaults(model["name"])))
     filled["model"] = {**defaults, **model}
   return filled
+
+
+def saved_kernels(saved: dict) -> str:
+  """The kernels a saved config.json names (the first version's, without the key: xla)."""
+  return _with_defaults(saved)["kernels"]
 
 
 def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:

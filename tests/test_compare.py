@@ -60,6 +60,22 @@ def test_writes_the_four_files_reuses_finished_runs_and_replaces_stale_ones(tmp_
   assert json.loads((aside / "result.json").read_text())["curve"][-1]["step"] == 4
 
 
+def test_a_run_of_other_kernels_is_neither_reused_nor_resumed(tmp_path):
+  """A resume may change the kernels (the same math), but a study times its runs."""
+  from configs import default
+  from rir_jax import workdir as workdir_lib
+  config = default.get_config()
+  config.kernels = "xla"
+  saved = {**workdir_lib.config_json(config), "kernels": "cpu_library"}
+  (tmp_path / "result.json").write_text(json.dumps({"config": saved, "trained_from_step": 0}))
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert compare.finished(config, tmp_path) is None
+  assert compare._out_of_date(tmp_path, config)
+  config.kernels = "cpu_library"
+  assert compare.finished(config, tmp_path)["config"] == saved
+  assert not compare._out_of_date(tmp_path, config)
+
+
 def test_wall_time_counts_only_runs_trained_in_one_process(tmp_path):
   from rir_jax import metrics
   log = tmp_path / "metrics.jsonl"

@@ -16,6 +16,7 @@ from PIL import Image
 
 from disk_helpers import fill, mount_tmpfs
 from launch_helpers import REPO, launch_command, read_checkpoint, write_tiny_config
+import rir_jax
 from rir_jax import compile_cache, data, metrics
 
 _LOAD_LIBRARY = ("from rir_jax.kernels import build; ok, why = build.is_available(); "
@@ -162,6 +163,53 @@ def test_a_resume_keeps_the_kernels_the_workdir_recorded(cpu_kernel_library, tmp
   assert other.returncode == 0, other.stderr[-3000:]
   assert "conv_impl=onednn is deprecated: it reads as kernels=cpu_library" in other.stderr
   assert "will not be bit-identical" in other.stderr
+
+
+def test_a_run_on_the_cpu_library_moves_to_a_machine_without_it(cpu_kernel_library, tmp_path):
+  """A GPU box, or a host where the library does not build: the run, copied there without
+  its kernels.json, resumes with --config.kernels=auto (the same math, told not to be
+  bit-identical), and its model predicts there on XLA's kernels what it predicts on the
+  library's."""
+  tiny = write_tiny_config(tmp_path)
+  trained = tmp_path / "trained"
+  result = subprocess.run(launch_command(tiny, trained, "--config.kernels=cpu_library"),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  moved = tmp_path / "moved"
+  shutil.copytree(trained, moved)
+  for name in ("checkpoints/10", "checkpoints/12", "kernels.json"):  # stopped at step 8
+    shutil.rmtree(moved / name) if (moved / name).is_dir() else (moved / name).unlink()
+  elsewhere = {**os.environ, "RIR_JAX_ONEDNN_CACHE": "/proc/no_such_cache"}
+
+  def launch(*flags):
+    return subprocess.run(launch_command(tiny, moved, *flags), cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=elsewhere)
+  same = launch("--config.kernels=cpu_library")
+  assert same.returncode == 2 and same.stderr.strip().splitlines()[-1].endswith(
+      "use auto or xla"), same.stderr[-3000:]
+  resumed = launch("--config.kernels=auto")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "the workdir's run used cpu_library" in resumed.stderr
+  assert "will not be bit-identical" in resumed.stderr
+  assert json.loads((moved / "kernels.json").read_text()) == {"kernels": "xla"}
+  assert metrics.read_metrics(moved / "metrics.jsonl")[-1]["step"] == 12
+
+  card = json.loads((trained / "model.json").read_text())
+  assert card["kernels"] == "cpu_library"
+  height, width, channels = card["preprocess"]["image_shape"]
+  pixels = np.random.default_rng(0).integers(0, 256, (height, width, channels), np.uint8)
+  Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(tmp_path / "x.png")
+  predicted = subprocess.run(
+      [sys.executable, "-m", "rir_jax.predict", f"--workdir={trained}", "--json", "--top_k=3",
+       str(tmp_path / "x.png")], cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=elsewhere)
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  assert "trained on kernels 'cpu_library', which cannot run here" in predicted.stderr
+  model, variables, preprocess = rir_jax.load(trained, step="last")  # here, on the library
+  probabilities = np.sort(np.asarray(jax.nn.softmax(
+      model.apply(variables, preprocess(pixels[None]), train=False)[0])))[::-1][:3]
+  top_k = json.loads(predicted.stdout)["top_k"]
+  np.testing.assert_allclose([c["probability"] for c in top_k], probabilities, rtol=1e-4)
 
 
 def _entries(cache) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """predict on image files, export to one file, rir_jax.load: all the run's own predictions."""
 import concurrent.futures
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from flax import serialization
 from PIL import Image
 
 import rir_jax
-from rir_jax import data, inference, loading
+from rir_jax import data, exported, inference, loading
 from trained_helpers import assert_one_line_exit_2, eval_lines, run_module, shared_run
 
 NUM_IMAGES = 200
@@ -128,3 +129,74 @@ def test_export_and_load_bad_input(run, tmp_path):
   assert list(tmp_path.iterdir()) == []
   with pytest.raises(loading.LoadError, match="step"):
     rir_jax.load(run, step="soon")
+
+
+def _export_with(path, run, change_card=None, **payload_changes):
+  """An export of `run` whose card `change_card` alters, with payload entries replaced
+  (None: removed), as another version, a damaged copy or a mixed-up file writes it."""
+  trained = loading.load_trained(run, "last")
+  card = {**json.loads(json.dumps(trained.card)), "step": trained.step, "source": str(run)}
+  if change_card:
+    change_card(card)
+  exported.write(path, card, trained.variables)
+  payload = serialization.msgpack_restore(path.read_bytes())
+  for key, value in payload_changes.items():
+    if value is None:
+      del payload[key]
+    else:
+      payload[key] = value
+  path.write_bytes(serialization.msgpack_serialize(payload))
+  return path
+
+
+def _set(*keys_and_value):
+  *keys, last, value = keys_and_value
+  def change(card):
+    node = card
+    for key in keys:
+      node = node[key]
+    node[last] = value
+  return change
+
+
+@pytest.mark.parametrize(("change_card", "payload", "phrase"), [
+    (lambda card: card.pop("model"), {}, "not a model card"),
+    (_set("model", "name", "vit"), {}, "its model 'vit' is not one this rir-jax knows"),
+    (_set("model", "patch_size", 4), {},
+     "has argument(s) this rir-jax does not know (patch_size): written by a newer rir-jax?"),
+    (_set("dtype", "float8"), {}, "its dtype 'float8' is not one"),
+    (lambda card: card["preprocess"].pop("mean"), {}, "its preprocess is damaged or incomplete"),
+    (_set("model", "widths", [8, 32]), {}, "has shape (16,), the card's model (32,): arrays of another model?"),
+    (_set("model", "convs_per_stage", 2), {}, "which the card's model has: arrays of another"),
+    (_set("model", "widths", "wide"), {}, "its model cannot be built from its arguments"),
+    (None, {"params": None}, "is a damaged export: it lacks params"),
+    (None, {"card": "{not json"}, "is a damaged export: its card is not JSON"),
+    (lambda card: card.pop("step"), {}, "is a damaged export: its card names no step"),
+], ids=["no_model", "unknown_model", "newer_argument", "unknown_dtype", "incomplete_preprocess",
+        "other_shapes", "missing_arrays", "argument_of_another_type", "no_params",
+        "card_not_json", "no_step"])
+def test_a_card_this_version_cannot_build_from_is_one_load_error(run, tmp_path, change_card,
+                                                                  payload, phrase):
+  path = _export_with(tmp_path / "m.msgpack", run, change_card, **payload)
+  with pytest.raises(loading.LoadError) as raised:
+    rir_jax.load(path)
+  assert phrase in str(raised.value) and str(path) in str(raised.value)
+  assert "\n" not in str(raised.value)
+
+
+def test_a_workdir_whose_card_is_of_a_newer_version_is_one_line_for_every_command(run, pngs,
+                                                                                  tmp_path):
+  newer = tmp_path / "newer"
+  shutil.copytree(run, newer)
+  card = json.loads((newer / "model.json").read_text())
+  card["model"]["patch_size"] = 4
+  (newer / "model.json").write_text(json.dumps(card))
+  out = tmp_path / "out"
+  out.mkdir()
+  commands = [("predict", f"--workdir={newer}", pngs), ("evaluate", f"--workdir={newer}"),
+              ("export", f"--workdir={newer}", f"--out={out / 'm.msgpack'}")]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    results = list(pool.map(lambda command: run_module(*command), commands))
+  for result in results:
+    assert_one_line_exit_2(result, f"{newer / 'model.json'}: its model 'cnn' has argument(s)")
+  assert list(out.iterdir()) == [] and not (newer / "eval").exists()
