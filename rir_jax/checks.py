@@ -188,14 +188,12 @@ def dataset_fits(config: ml_collections.ConfigDict, dataset: data.Dataset) -> No
 
 def model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
   """Builds the model abstractly: bad model keys, or batches too big for memory, fail here."""
+  image_shape = dataset.train_images.shape[1:]
   try:
     built = trainer.make_model(config, dataset.num_classes)
-    shape = (1, *dataset.train_images.shape[1:])
-    jax.eval_shape(lambda: built.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape),
-                                      train=False))
+    activations = memory_check.activation_bytes(built, image_shape)
   except (TypeError, ValueError) as error:
     raise UsageError(f"--config.model: {one_line(error)}") from error
   if config.init_from:
-    warm_start.check(config, built, shape[1:], dataset.num_classes)
-  memory_check.check_batches(config, built, dataset.train_images.shape[1:],
-                             len(dataset.test_labels))
+    warm_start.check(config, built, image_shape, dataset.num_classes)
+  memory_check.check_batches(config, activations, image_shape, len(dataset.test_labels))

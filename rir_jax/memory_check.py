@@ -24,11 +24,11 @@ _HOST = "this machine's memory"
 def activation_bytes(model, image_shape: tuple[int, ...]) -> tuple[int, int]:
   """(all intermediate outputs, the largest one) of one image, in bytes."""
   image = jnp.zeros((1, *image_shape))
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), image, train=False))
-  _, state = jax.eval_shape(
-      lambda v: model.apply(v, image, train=False, capture_intermediates=True), variables)
+  # One abstract trace (a big model's takes a second) that inits and keeps every output.
+  _, variables = jax.eval_shape(lambda: model.init_with_output(
+      jax.random.PRNGKey(0), image, train=False, capture_intermediates=True, mutable=True))
   sizes = [int(np.prod(leaf.shape)) * leaf.dtype.itemsize
-           for leaf in jax.tree.leaves(state["intermediates"])]
+           for leaf in jax.tree.leaves(variables["intermediates"])]
   return sum(sizes), max(sizes, default=0)
 
 
@@ -47,10 +47,11 @@ def _images_per_memory(global_batch: int, shared_host: bool) -> int:
   return global_batch // (jax.process_count() if shared_host else jax.device_count())
 
 
-def check_batches(config: ml_collections.ConfigDict, model, image_shape: tuple[int, ...],
-                  num_test_examples: int) -> None:
-  """Raises ConfigError where a train or eval batch cannot fit in memory."""
-  total, largest = activation_bytes(model, image_shape)
+def check_batches(config: ml_collections.ConfigDict, activations: tuple[int, int],
+                  image_shape: tuple[int, ...], num_test_examples: int) -> None:
+  """Raises ConfigError where a train or eval batch cannot fit in memory, given one
+  image's `activations` (activation_bytes)."""
+  total, largest = activations
   memory, where = memory_per_device()
   share = lambda batch: _images_per_memory(batch, where == _HOST)  # noqa: E731
   padded_test = -(-num_test_examples // config.eval_batch_size) * config.eval_batch_size
