@@ -9,6 +9,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -181,3 +182,24 @@ def test_a_peer_killed_while_the_other_waits_for_it_fails_the_other(tiny, tmp_pa
   print(f"process 0 exited with {code} {waited:.1f} s after process 1 was killed")
   assert code == 1 and waited < 6 * TIMEOUT_S
   assert "error: " in _log(workdir, 0)  # one line of ours, not a crash
+
+
+def test_a_workdir_that_is_not_one_folder_for_every_process_is_refused_by_all(tiny, tmp_path,
+                                                                             processes):
+  """Each host's own disk (here: another folder per process): it would train, and its
+  resume would hang, process 0 restoring its newest step, process 1 starting afresh."""
+  port = free_port()
+  folders = [tmp_path / "host0" / "run", tmp_path / "host1" / "run"]
+  procs = [processes.launch(launch_command(tiny, folder, f"--coordinator_address=127.0.0.1:{port}",
+                                           "--num_processes=2", f"--process_id={i}",
+                                           f"--distributed_timeout={TIMEOUT_S}"),
+                            tmp_path / f"p{i}.log", TWO_DEVICES)
+           for i, folder in enumerate(folders)]
+  for i, proc in enumerate(procs):
+    code, log = proc.wait(), (tmp_path / f"p{i}.log").read_text()
+    assert code == 2, log[-3000:]
+    assert log.strip().splitlines()[-1] == (f"error: --workdir={folders[i]} is not one folder for every process: "
+                    f"process 1 on {socket.gethostname()} cannot see what process 0 wrote "
+                    "there (a folder on each host's own disk?); give every process the same "
+                    "shared folder (a network file system, or gs://)")
+  assert not folders[0].exists() and not folders[1].exists()  # nothing written, nothing left
