@@ -87,11 +87,15 @@ def run(main: Callable[[list[str]], int]) -> NoReturn:
   in a traceback: a reader that has gone (`... | head -1`) ends it quietly with 141, as
   SIGPIPE ends other tools; a full disk under a redirected output, in one line, exit 1.
   Either way standard output goes to /dev/null first, or Python's own flush at exit
-  would fail once more.
+  would fail once more. Ctrl-C is one line and 130, as for other tools, not a traceback:
+  the commands write their files whole or not at all.
   """
   try:
     code = main(sys.argv[1:])
     sys.stdout.flush()
+  except KeyboardInterrupt:
+    errors.fail("stopped by SIGINT before it finished; no file is left half-written",
+                128 + signal.SIGINT)
   except BrokenPipeError:
     _drop_stdout()
     sys.exit(128 + signal.SIGPIPE)

@@ -1,19 +1,21 @@
 """SIGTERM (preemption) and SIGINT (Ctrl-C): stop at a step boundary with a checkpoint of
 that step, one line, exit 143 / 130; the same command then ends where an uninterrupted
 run ends, bit for bit. Two processes save the same step whichever of them is signalled.
+Ctrl-C in evaluate, predict or export: one line, exit 130.
 """
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
-                            result_lines, start)
+from launch_helpers import (REPO, free_port, launch_command, max_abs_difference,
+                            read_checkpoint, result_lines, start)
 from rir_jax import metrics
 from rir_jax.kernels import select
 
@@ -194,3 +196,15 @@ def test_sigterm_to_a_multi_process_run_saves_the_same_step_everywhere(
   evals = result_lines(workdir)[1]
   assert len(evals) >= 2 and evals == [line for line in result_lines(pair_reference)[1]
                                        if line[0] in {e[0] for e in evals}]
+
+
+# evaluate, predict and export end through cli.run; this one is interrupted as it works.
+_INTERRUPTED = ("import os, signal, time; from rir_jax import cli; "
+                "cli.run(lambda argv: os.kill(os.getpid(), signal.SIGINT) or time.sleep(60) or 0)")
+
+
+def test_ctrl_c_in_a_model_command_is_one_line_and_130():
+  result = subprocess.run([sys.executable, "-c", _INTERRUPTED], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+  assert (result.returncode, result.stderr.splitlines()) == (
+      130, ["error: stopped by SIGINT before it finished; no file is left half-written"])
