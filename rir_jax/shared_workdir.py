@@ -35,7 +35,9 @@ def check(workdir: storage.Path, wait_s: int) -> None:
   if jax.process_count() == 1:
     return
   client = ocp.multihost.get_jax_distributed_client()
-  created = jax.process_index() == 0 and not workdir.exists()
+  # A local folder made here goes again where the check fails (gs:// has no folders).
+  created = (jax.process_index() == 0 and not storage.is_remote(workdir)
+             and not workdir.exists())
   if jax.process_index() == 0:
     token = uuid.uuid4().hex
     workdir.mkdir(parents=True, exist_ok=True)

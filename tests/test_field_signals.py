@@ -199,7 +199,9 @@ def test_sigterm_to_a_multi_process_run_saves_the_same_step_everywhere(
 
 
 # evaluate, predict and export end through cli.run; this one is interrupted as it works.
+# Ctrl-C as a terminal delivers it: pytest-xdist's workers pass SIGINT on ignored.
 _INTERRUPTED = ("import os, signal, time; from rir_jax import cli; "
+                "signal.signal(signal.SIGINT, signal.default_int_handler); "
                 "cli.run(lambda argv: os.kill(os.getpid(), signal.SIGINT) or time.sleep(60) or 0)")
 
 
