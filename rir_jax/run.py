@@ -14,8 +14,8 @@ import jax
 import ml_collections
 
 from rir_jax import (checkpoint, checks, compile_cache, data, errors, loop, metrics, model_card,
-                     parallel, renamed, shared_workdir, stopping, storage, workdir as workdir_lib,
-                     workdir_lock)
+                     parallel, process_agreement, renamed, stopping, storage,
+                     workdir as workdir_lib, workdir_lock)
 from rir_jax.data import validation
 from rir_jax.kernels import record as kernel_record
 
@@ -85,7 +85,7 @@ def launch(config: ml_collections.ConfigDict, workdir: storage.Path, *,
       dataset = _prepare(config, workdir, distributed, jax_cache_dir)
       _log_devices()  # after the checks: a usage error stays one line on stderr
       signals.install()
-      shared_workdir.check(workdir, parallel.PEER_WAIT_S)
+      process_agreement.check(workdir, config, parallel.PEER_WAIT_S)
       workdir_lib.claim(workdir, config, main=parallel.is_main_process())
       settled = kernel_record.settle(config, workdir, write=parallel.is_main_process())
     except (workdir_lock.WorkdirBusy, *USAGE_ERRORS) as error:

@@ -41,15 +41,19 @@ def config_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+# Keys the processes of one multi-process run may hold apart: each host's own data paths.
+_PER_PROCESS_KEYS = ("allow_config_change", "data.data_dir", "data.manual_dir")
+
+
+def _differences(old: dict, new: dict, prefix: str = "", free=_FREE_KEYS) -> list[str]:
   keys = sorted(set(old) | set(new))
   diffs = []
   for key in keys:
     name = f"{prefix}{key}"
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
-      diffs += _differences(a, b, name + ".")
-    elif a != b and name not in _FREE_KEYS:
+      diffs += _differences(a, b, name + ".", free)
+    elif a != b and name not in free:
       diffs.append(f"{name} ({a!r} -> {b!r})")
   return diffs
 
@@ -79,6 +83,13 @@ def _with_defaults(saved: dict) -> dict:
 def saved_kernels(saved: dict) -> str:
   """The kernels a saved config.json names (the first version's, without the key: xla)."""
   return _with_defaults(saved)["kernels"]
+
+
+def process_differences(first: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """What `config` changes from process 0's (its JSON, `first`) in a multi-process run:
+  anything but each host's data paths, as every process must run the same programs."""
+  return _differences(_with_defaults(first), _with_defaults(config_json(config)),
+                      free=_PER_PROCESS_KEYS)
 
 
 def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:

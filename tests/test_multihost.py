@@ -7,6 +7,7 @@ same commands resumes. See DESIGN.md section 6 for the traps these settings avoi
 import os
 import pathlib
 import re
+import runpy
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import pytest
 from launch_helpers import (free_port, launch_command, max_abs_difference, read_checkpoint,
                             result_lines, start)
 from rir_jax import metrics
+from rir_jax import workdir as workdir_lib
 
 pytestmark = pytest.mark.slow
 
@@ -203,3 +205,30 @@ def test_a_workdir_that_is_not_one_folder_for_every_process_is_refused_by_all(ti
                     "there (a folder on each host's own disk?); give every process the same "
                     "shared folder (a network file system, or gs://)")
   assert not folders[0].exists() and not folders[1].exists()  # nothing written, nothing left
+
+
+def test_a_process_started_with_another_config_is_refused_by_all(tiny, tmp_path, processes):
+  """A stale checkout or a flag left out on one host: it trained with its own learning
+  rate, silently. Only each host's data paths may differ."""
+  port, workdir = free_port(), tmp_path / "run"
+  other = {1: ["--config.optimizer.learning_rate=0.5"]}
+  procs = [processes.launch(launch_command(tiny, workdir, f"--coordinator_address=127.0.0.1:{port}",
+                                           "--num_processes=2", f"--process_id={i}",
+                                           f"--distributed_timeout={TIMEOUT_S}", *other.get(i, [])),
+                            tmp_path / f"p{i}.log", TWO_DEVICES)
+           for i in range(2)]
+  for i, proc in enumerate(procs):
+    code, log = proc.wait(), (tmp_path / f"p{i}.log").read_text()
+    assert code == 2, log[-3000:]
+    assert log.strip().splitlines()[-1] == (
+        f"error: process 1 on {socket.gethostname()} runs another config than process 0 "
+        "(optimizer.learning_rate (0.1 -> 0.5)); give every process the same command (only "
+        "--config.data.data_dir and manual_dir may differ between hosts)")
+  assert not workdir.exists()
+
+  config = runpy.run_path(str(tiny))["get_config"]()
+  first = workdir_lib.config_json(config)
+  config.data.data_dir, config.data.manual_dir = "/mnt/host1/data", "/mnt/host1/raw"
+  assert workdir_lib.process_differences(first, config) == []
+  config.steps_per_dispatch = 3  # free on a resume, not between processes
+  assert workdir_lib.process_differences(first, config) == ["steps_per_dispatch (1 -> 3)"]
