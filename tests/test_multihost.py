@@ -186,44 +186,47 @@ def test_a_peer_killed_while_the_other_waits_for_it_fails_the_other(tiny, tmp_pa
   assert "error: " in _log(workdir, 0)  # one line of ours, not a crash
 
 
+def _refused_pair(tiny, folders, flags, tmp_path, processes) -> list[str]:
+  """Launches process i in `folders[i]` with `flags[i]`; the last line each printed, once
+  both have exited 2."""
+  port = free_port()
+  procs = [processes.launch(
+      launch_command(tiny, folder, f"--coordinator_address=127.0.0.1:{port}",
+                     "--num_processes=2", f"--process_id={i}",
+                     f"--distributed_timeout={TIMEOUT_S}", *flags[i]),
+      tmp_path / f"p{i}.log", TWO_DEVICES) for i, folder in enumerate(folders)]
+  last_lines = []
+  for i, proc in enumerate(procs):
+    code, log = proc.wait(), (tmp_path / f"p{i}.log").read_text()
+    assert code == 2, log[-3000:]
+    last_lines.append(log.strip().splitlines()[-1])
+  return last_lines
+
+
 def test_a_workdir_that_is_not_one_folder_for_every_process_is_refused_by_all(tiny, tmp_path,
                                                                              processes):
   """Each host's own disk (here: another folder per process): it would train, and its
   resume would hang, process 0 restoring its newest step, process 1 starting afresh."""
-  port = free_port()
   folders = [tmp_path / "host0" / "run", tmp_path / "host1" / "run"]
-  procs = [processes.launch(launch_command(tiny, folder, f"--coordinator_address=127.0.0.1:{port}",
-                                           "--num_processes=2", f"--process_id={i}",
-                                           f"--distributed_timeout={TIMEOUT_S}"),
-                            tmp_path / f"p{i}.log", TWO_DEVICES)
-           for i, folder in enumerate(folders)]
-  for i, proc in enumerate(procs):
-    code, log = proc.wait(), (tmp_path / f"p{i}.log").read_text()
-    assert code == 2, log[-3000:]
-    assert log.strip().splitlines()[-1] == (f"error: --workdir={folders[i]} is not one folder for every process: "
-                    f"process 1 on {socket.gethostname()} cannot see what process 0 wrote "
-                    "there (a folder on each host's own disk?); give every process the same "
-                    "shared folder (a network file system, or gs://)")
+  last_lines = _refused_pair(tiny, folders, ((), ()), tmp_path, processes)
+  assert last_lines == [
+      f"error: --workdir={folder} is not one folder for every process: process 1 on "
+      f"{socket.gethostname()} cannot see what process 0 wrote there (a folder on each "
+      "host's own disk?); give every process the same shared folder (a network file "
+      "system, or gs://)" for folder in folders]
   assert not folders[0].exists() and not folders[1].exists()  # nothing written, nothing left
 
 
 def test_a_process_started_with_another_config_is_refused_by_all(tiny, tmp_path, processes):
   """A stale checkout or a flag left out on one host: it trained with its own learning
   rate, silently. Only each host's data paths may differ."""
-  port, workdir = free_port(), tmp_path / "run"
-  other = {1: ["--config.optimizer.learning_rate=0.5"]}
-  procs = [processes.launch(launch_command(tiny, workdir, f"--coordinator_address=127.0.0.1:{port}",
-                                           "--num_processes=2", f"--process_id={i}",
-                                           f"--distributed_timeout={TIMEOUT_S}", *other.get(i, [])),
-                            tmp_path / f"p{i}.log", TWO_DEVICES)
-           for i in range(2)]
-  for i, proc in enumerate(procs):
-    code, log = proc.wait(), (tmp_path / f"p{i}.log").read_text()
-    assert code == 2, log[-3000:]
-    assert log.strip().splitlines()[-1] == (
-        f"error: process 1 on {socket.gethostname()} runs another config than process 0 "
-        "(optimizer.learning_rate (0.1 -> 0.5)); give every process the same command (only "
-        "--config.data.data_dir and manual_dir may differ between hosts)")
+  workdir = tmp_path / "run"
+  last_lines = _refused_pair(tiny, [workdir, workdir],
+                             ((), ("--config.optimizer.learning_rate=0.5",)), tmp_path, processes)
+  assert last_lines == 2 * [
+      f"error: process 1 on {socket.gethostname()} runs another config than process 0 "
+      "(optimizer.learning_rate (0.1 -> 0.5)); give every process the same command (only "
+      "--config.data.data_dir and manual_dir may differ between hosts)"]
   assert not workdir.exists()
 
   config = runpy.run_path(str(tiny))["get_config"]()
