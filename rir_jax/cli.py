@@ -13,7 +13,7 @@ from typing import Callable, NoReturn
 
 import ml_collections
 
-from rir_jax import data, errors, exported, loading, preprocess
+from rir_jax import data, errors, exported, loading, memory_check, preprocess
 from rir_jax import workdir as workdir_lib
 from rir_jax.errors import UsageError
 
@@ -103,6 +103,11 @@ def run(main: Callable[[list[str]], int]) -> NoReturn:
     _drop_stdout()
     errors.fail(f"cannot write {error.filename or 'standard output'} ({error.strerror or error})",
                 errors.ExitCode.FAILURE)
+  except Exception as error:
+    memory = memory_check.out_of_memory(error, "free some, or run it where there is more")
+    if memory is None:
+      raise
+    errors.fail(memory, errors.ExitCode.FAILURE)
   sys.exit(code)
 
 

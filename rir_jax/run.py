@@ -13,8 +13,8 @@ import traceback
 import jax
 import ml_collections
 
-from rir_jax import (checkpoint, checks, compile_cache, data, errors, loop, metrics, model_card,
-                     parallel, process_agreement, renamed, stopping, storage,
+from rir_jax import (checkpoint, checks, compile_cache, data, errors, loop, memory_check, metrics,
+                     model_card, parallel, process_agreement, renamed, stopping, storage,
                      workdir as workdir_lib, workdir_lock)
 from rir_jax.data import validation
 from rir_jax.kernels import record as kernel_record
@@ -127,6 +127,11 @@ def _train(config, settled, workdir: storage.Path, dataset: data.Dataset,
   except (stopping.Stopped, KeyboardInterrupt):
     raise
   except Exception as error:  # noqa: BLE001 - one line, the traceback to a file
+    memory = memory_check.out_of_memory(
+        error, f"use a smaller --config.batch_size (now {config.batch_size}) or "
+        f"--config.eval_batch_size (now {config.eval_batch_size})")
+    if memory:
+      return _error(f"{memory}; {_what_is_kept(workdir)}")
     return _unexpected(error, workdir)
   if parallel.is_main_process():
     print(f"final eval accuracy {final['eval/accuracy']:.4f} (loss {final['eval/loss']:.4f}, "
