@@ -21,9 +21,10 @@ from rir_jax import cli, memory_check, run
 BIG_BATCH = ("--config.batch_size=4096", "--config.model.widths=(64,64)")
 
 
-def _launch_limited(tiny, workdir, limit) -> subprocess.CompletedProcess:
-  return subprocess.run(launch_command(tiny, workdir, *BIG_BATCH), cwd=REPO, text=True,
-                        capture_output=True, timeout=120, preexec_fn=limit)
+def _launch_limited(tiny, workdir, prefix: list[str]) -> subprocess.CompletedProcess:
+  """launch.py under a command that limits it (no preexec_fn: this process runs threads)."""
+  return subprocess.run([*prefix, *launch_command(tiny, workdir, *BIG_BATCH)], cwd=REPO,
+                        text=True, capture_output=True, timeout=120)
 
 
 def _assert_refused(result, workdir, phrase):
@@ -36,10 +37,8 @@ def _assert_refused(result, workdir, phrase):
 
 
 def test_a_batch_beyond_ulimit_v_is_refused_at_start(tiny, tmp_path):
-  def address_space_6_gb():
-    resource.setrlimit(resource.RLIMIT_AS, (6_000_000_000, resource.RLIM_INFINITY))
   workdir = tmp_path / "run"
-  _assert_refused(_launch_limited(tiny, workdir, address_space_6_gb), workdir,
+  _assert_refused(_launch_limited(tiny, workdir, ["prlimit", "--as=6000000000"]), workdir,
                   "the address space `ulimit -v` leaves this process")
 
 
@@ -56,19 +55,19 @@ def _memory_cgroup_folder() -> pathlib.Path | None:
 
 @contextlib.contextmanager
 def _memory_cgroup(limit_bytes: int):
-  """A child memory cgroup of `limit_bytes` (its function puts a process in it), or a skip
-  where none can be made here (not root, no memory controller, a read-only hierarchy)."""
+  """A child memory cgroup of `limit_bytes` (a command prefix that runs a command in it),
+  or a skip where none can be made here (not root, no memory controller, read-only)."""
   root = _memory_cgroup_folder()
   if root is None:
     pytest.skip("needs root and a writable memory cgroup, to make a container's limit")
   group = root / f"rir_jax_test_{os.getpid()}"
-  join = lambda: (group / "cgroup.procs").write_text(str(os.getpid()))  # noqa: E731
+  join = ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh"]
   try:
     group.mkdir()
     (group / ("memory.max" if root.name == "cgroup" else "memory.limit_in_bytes")).write_text(
         str(limit_bytes))
-    subprocess.run(["true"], check=True, preexec_fn=join)
-  except (OSError, subprocess.SubprocessError) as error:
+    subprocess.run([*join, "true"], check=True, capture_output=True)
+  except (OSError, subprocess.CalledProcessError) as error:
     if group.exists():
       group.rmdir()
     pytest.skip(f"cannot make a memory cgroup here: {error}")
