@@ -8,8 +8,8 @@ bits, then converted as the training data was (grayscale or RGB, then the traini
 normalisation); one of another size is refused unless --resize. Prints, per image,
 the top-k class names with probabilities (--json: one JSON object per line). Exit codes:
 0 done, 2 bad usage or an unreadable image (nothing is predicted then), 1 the output could
-not be written (a full disk), 141 its reader went away (`| head`). A gs:// workdir is read
-in place.
+not be written (a full disk), 141 its reader went away (`| head`). A gs:// workdir,
+picture or folder is read in place.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _parser() -> cli.Parser:
   parser = cli.Parser(prog="python -m rir_jax.predict", description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", required=True, type=storage.user_path,
                       help="a training workdir or a file written by rir_jax.export")
-  parser.add_argument("paths", nargs="+", type=pathlib.Path, metavar="IMAGE_OR_FOLDER")
+  parser.add_argument("paths", nargs="+", type=storage.user_path, metavar="IMAGE_OR_FOLDER")
   parser.add_argument("--step", default="best", help="best (default), last or a step number")
   parser.add_argument("--top_k", type=int, default=5)
   parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -41,14 +41,20 @@ def _parser() -> cli.Parser:
   return parser
 
 
-def image_files(paths: list[pathlib.Path]) -> list[pathlib.Path]:
+def image_files(paths: list[storage.Path]) -> list[storage.Path]:
   """The files named, and the pictures inside the folders named (sorted, recursively; hidden
   files and folders skipped)."""
   files = []
   for path in paths:
+    if storage.is_remote(path):
+      try:
+        storage.check_bucket(path)
+      except FileNotFoundError as error:
+        raise errors.UsageError(str(error)) from None
     if path.is_dir():
-      found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                     and p.is_file() and not pictures.hidden(p.relative_to(path).parts))
+      found = [file for name, file in sorted(_files_under(path).items())
+               if file.suffix.lower() in IMAGE_SUFFIXES
+               and not pictures.hidden(pathlib.PurePosixPath(name).parts)]
       if not found:
         raise errors.UsageError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
       files += found
@@ -59,12 +65,20 @@ def image_files(paths: list[pathlib.Path]) -> list[pathlib.Path]:
   return files
 
 
-def read_images(files: list[pathlib.Path], preprocess, *, resize: bool) -> np.ndarray:
+def _files_under(folder: storage.Path) -> dict[str, storage.Path]:
+  """{name relative to `folder`: path} of every file below it, in a bucket too (where
+  one listing finds them all: a walk would ask once per folder)."""
+  if storage.is_remote(folder):
+    return {name: file for name, (_, file) in storage.find_files(folder).items()}
+  return {str(file.relative_to(folder)): file for file in folder.rglob("*") if file.is_file()}
+
+
+def read_images(files: list[storage.Path], preprocess, *, resize: bool) -> np.ndarray:
   """uint8 NHWC, every file converted as the training data was; ImageError names a bad one."""
   arrays = []
   for file in files:
     try:
-      with pictures.warnings_named(str(file)), Image.open(file) as image:
+      with pictures.warnings_named(str(file)), file.open("rb") as data, Image.open(data) as image:
         arrays.append(preprocess.image_array(image, resize=resize, name=str(file)))
     except ImageError:
       raise

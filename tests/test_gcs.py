@@ -170,9 +170,12 @@ def test_a_gs_run_with_a_validation_split_is_evaluated_exported_and_used_from_th
   best = lines[-1]["best/step"]
   picture = tmp_path / "picture.png"
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(picture)
+  pictures = f"{BUCKET}/pictures"  # a folder of pictures in the bucket, the same pixels
+  for name in ("a.png", "more/b.png", "._a.png"):  # the last a macOS copy's shadow file
+    fs.pipe_file(f"{pictures}/{name}", picture.read_bytes())
   commands = [("evaluate", f"--workdir={workdir}", "--split=validation", "--step=best"),
               ("export", f"--workdir={workdir}", f"--out={workdir}/model.msgpack"),
-              ("predict", f"--workdir={workdir}", "--json", str(picture))]
+              ("predict", f"--workdir={workdir}", "--json", str(picture), f"gs://{pictures}")]
   with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
     results = list(pool.map(lambda command: run_module(*command), commands))
   for result in results:  # nothing on stderr but TensorStore's note of the emulator's token
@@ -183,7 +186,15 @@ def test_a_gs_run_with_a_validation_split_is_evaluated_exported_and_used_from_th
   at_best = next(line for line in lines if line["step"] == best and "val/accuracy" in line)
   assert report["top1_accuracy"] == at_best["val/accuracy"]
   assert fs.exists(f"{prefix}/model.msgpack")
-  assert len(json.loads(results[2].stdout)["top_k"]) == 5
+  predicted = [json.loads(line) for line in results[2].stdout.splitlines()]
+  assert [p["file"] for p in predicted] == [
+      str(picture), f"gs://{pictures}/a.png", f"gs://{pictures}/more/b.png"]
+  assert len(predicted[0]["top_k"]) == 5 and all(
+      p["top_k"] == predicted[0]["top_k"] for p in predicted)
+  no_bucket = run_module("predict", f"--workdir={workdir}", "gs://no-such-bucket/a.png")
+  assert no_bucket.returncode == 2 and no_bucket.stderr.strip().splitlines()[-1] == (
+      "error: bucket gs://no-such-bucket does not exist or cannot be read with this "
+      "machine's credentials"), no_bucket.stderr[-3000:]
   # In Python, and so for --config.init_from (rir_jax/warm_start.py loads through it).
   from_bucket = rir_jax.load(workdir, step="best")
   from_export = rir_jax.load(f"{workdir}/model.msgpack")
