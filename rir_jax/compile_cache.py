@@ -8,7 +8,10 @@ out of the key, as JAX's own option does, and keeps in what it stood for: each k
 call sits in a function named after the kernel and its static arguments
 (rir_jax/kernels/sharding.py, `named`), and the key takes a fingerprint of the code of
 the kernels' rules (rir_jax/kernels/*.py), so that an entry only ever matches the
-program it was compiled from, across versions of this project too.
+program it was compiled from, across versions of this project too. It takes the CPU's
+feature flags as well: XLA compiles a CPU program for the host's instruction set, which
+JAX's key leaves out, so a cache folder shared by machines of different CPUs (a home
+directory on network storage) would hand a machine programs built for another's.
 
 JAX writes a cache entry in place, not through a temporary file, and never replaces an
 entry that exists. So an entry cut short (a process preempted while writing it, a
@@ -32,6 +35,7 @@ from jax._src import cache_key  # where the key's custom part is read from
 from jax._src import compilation_cache  # the cache's own (de)compression, to match it
 
 from rir_jax import library_noise, storage
+from rir_jax.kernels import build
 
 log = logging.getLogger(__name__)
 # jax._src.compiler's warnings of a failed read and a failed write, in jax 0.10.
@@ -81,12 +85,14 @@ def remove_damaged_entries() -> None:
 
 
 @functools.cache
-def _kernels_fingerprint() -> str:
-  """A hash of the code that lowers and partitions the CPU library's kernels."""
+def _kernels_and_cpu_fingerprint() -> str:
+  """A hash of the code that lowers and partitions the CPU library's kernels, and of the
+  CPU's feature flags."""
   kernels = pathlib.Path(__file__).resolve().parent / "kernels"
   digest = hashlib.sha256()
   for source in sorted(kernels.glob("*.py")):
     digest.update(source.name.encode() + b"\0" + source.read_bytes())
+  digest.update(" ".join(sorted(build.cpu_flags())).encode())
   return digest.hexdigest()
 
 
@@ -97,6 +103,6 @@ def stable_keys() -> bool:
   calls, which nothing names."""
   if not hasattr(cache_key, "custom_hook"):
     return False  # a JAX without the hook: keep its per-process keys, never a wrong hit
-  cache_key.custom_hook = _kernels_fingerprint
+  cache_key.custom_hook = _kernels_and_cpu_fingerprint
   jax.config.update("jax_remove_custom_partitioning_ptr_from_cache_key", True)
   return True

@@ -329,3 +329,30 @@ def test_programs_that_differ_only_in_a_kernel_never_share_a_cache_entry(cpu_ker
                                  "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert result.returncode == 0, result.stderr[-3000:]
   assert len(_entries(tmp_path / "xla")) == 2
+
+
+ONE_PROGRAM_ON_A_CPU = '''
+import sys
+import jax, jax.numpy as jnp
+from rir_jax import compile_cache
+from rir_jax.kernels import build
+if sys.argv[2] == "avx2_only":  # as a machine without AVX-512 sharing the cache folder
+  build.cpu_flags = lambda: {"sse2", "avx", "avx2", "fma"}
+assert compile_cache.stable_keys()
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.jit(lambda x: jnp.tanh(x) * 2)(jnp.ones(8)).block_until_ready()
+'''
+
+
+def test_machines_of_different_cpus_never_share_a_cache_entry(tmp_path):
+  """XLA compiles for the host's instruction set; JAX's own key leaves the CPU out."""
+  script = tmp_path / "program.py"
+  script.write_text(ONE_PROGRAM_ON_A_CPU)
+  for cpu, entries in (("this_cpu", 1), ("this_cpu", 1), ("avx2_only", 2)):
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "xla"), cpu],
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "JAX_COMPILATION_CACHE_DIR": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    programs = [name for name in _entries(tmp_path / "xla") if name.startswith("jit__lambda-")]
+    assert len(programs) == entries, (cpu, programs)
