@@ -54,10 +54,11 @@ def host_memory(cgroup_root: pathlib.Path = pathlib.Path("/sys/fs/cgroup"),
   container = _cgroup_limit(cgroup_root, own_cgroups)
   if container is not None:
     bounds.append((container, "this container's memory limit (cgroup)"))
-  for limit, name in ((resource.RLIMIT_AS, "-v"), (resource.RLIMIT_DATA, "-d")):
+  # statm's fields: the whole address space (ulimit -v's count), ..., data (ulimit -d's).
+  for limit, name, field in ((resource.RLIMIT_AS, "-v", 0), (resource.RLIMIT_DATA, "-d", 5)):
     soft = resource.getrlimit(limit)[0]
     if soft != resource.RLIM_INFINITY:
-      bounds.append((max(0, soft - _mapped_bytes()),
+      bounds.append((max(0, soft - _mapped_bytes(field)),
                      f"the address space `ulimit {name}` leaves this process"))
   return min(bounds)
 
@@ -95,10 +96,11 @@ def _limit_in(file: pathlib.Path) -> int | None:
   return int(text) if text.isdigit() and int(text) < 2**62 else None
 
 
-def _mapped_bytes() -> int:
-  """This process's address space in use (what counts against `ulimit -v`)."""
+def _mapped_bytes(field: int = 0) -> int:
+  """Bytes of this process's memory that one field of /proc/self/statm counts (0: the
+  whole address space)."""
   with open("/proc/self/statm") as statm:
-    return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    return int(statm.read().split()[field]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _images_per_memory(global_batch: int, shared_host: bool) -> int:
