@@ -77,7 +77,8 @@ def absolute(path: Path) -> Path:
 
 
 def check_bucket(path: Path) -> None:
-  """Raises FileNotFoundError unless the bucket of a gs:// path exists and can be listed.
+  """Raises FileNotFoundError unless the bucket of a gs:// path exists and can be listed;
+  also where asking fails (no credentials, no network), whose reason it gives on one line.
 
   Writing is only tried by the run itself: a probe object would already change the bucket.
   """
@@ -85,7 +86,12 @@ def check_bucket(path: Path) -> None:
   if not bucket:
     raise FileNotFoundError(f"{path} names no bucket; use gs://BUCKET/FOLDER")
   import gcsfs  # Only runs on gs:// need it; epath's gs:// backend is gcsfs too.
-  if not gcsfs.GCSFileSystem().exists(bucket):
+  try:
+    exists = gcsfs.GCSFileSystem().exists(bucket)
+  except Exception as error:  # noqa: BLE001 - credentials, network: all mean "cannot use"
+    raise FileNotFoundError(f"bucket gs://{bucket} cannot be reached ({type(error).__name__}: "
+                            f"{' '.join(str(error).split())})") from error
+  if not exists:
     raise FileNotFoundError(f"bucket gs://{bucket} does not exist or cannot be read with "
                             "this machine's credentials")
 

@@ -178,8 +178,8 @@ def check(workdir: storage.Path, config: ml_collections.ConfigDict) -> None:
 def _check_bucket(workdir: storage.Path) -> None:
   try:
     storage.check_bucket(workdir)
-  except Exception as error:  # noqa: BLE001 - credentials, network: all mean "cannot use"
-    raise WorkdirError(f"--workdir={workdir}: {' '.join(str(error).split())}") from error
+  except FileNotFoundError as error:
+    raise WorkdirError(f"--workdir={workdir}: {error}") from error
 
 
 def _check_local_folder(workdir: pathlib.Path) -> None:
