@@ -1,6 +1,6 @@
-"""scripts/gpu_check.sh without a GPU: which commands each stage runs, and that every one
+"""benchmarks/gpu_check.sh without a GPU: which commands each stage runs, and that every one
 of them passes its benchmark's own argument parser (so the script cannot drift from the
-flags). `SMOKE=1 bash scripts/gpu_check.sh OUT paper,dispatch,speed` runs it for real, in
+flags). `SMOKE=1 bash benchmarks/gpu_check.sh OUT paper,dispatch,speed` runs it for real, in
 about 3 minutes on this CPU (benchmarks/PERFORMANCE.md section 8)."""
 import importlib
 import os
@@ -10,7 +10,7 @@ import pytest
 
 from launch_helpers import REPO
 
-SCRIPT = REPO / "scripts" / "gpu_check.sh"
+SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 FAKE_PYTHON = "#!/bin/bash\nprintf '%s\\x1f' \"$@\" >> \"$RECORD\"\necho >> \"$RECORD\"\n"
 
 

@@ -1,4 +1,4 @@
-"""scripts/tpu_vm.sh without a cloud: its argument checks, and the gcloud commands it runs.
+"""rir_jax/tpu_vm.sh without a cloud: its argument checks, and the gcloud commands it runs.
 
 The commands go to a fake gcloud that records them; where the real gcloud is installed,
 each recorded command must also pass gcloud's own argument parser (in a sandbox with no
@@ -17,7 +17,7 @@ import pytest
 from launch_helpers import REPO
 from rir_jax import checks
 
-SCRIPT = REPO / "scripts" / "tpu_vm.sh"
+SCRIPT = REPO / "rir_jax" / "tpu_vm.sh"
 SETTINGS = {"TPU_NAME": "rir", "ZONE": "us-central2-b", "BUCKET": "gs://my-bucket/exp",
             "ACCELERATOR": "v4-32"}
 # Everything the script reads from the environment: the caller's values must not leak in.

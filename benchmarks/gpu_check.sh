@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU measurements of the paper table and the performance work, prepared for a lent
 # GPU machine (its image: Python 3.12 with jax[cuda] 0.11, flax, optax, orbax and torch;
-# no internet). Prepare here first: `bash scripts/gpu_wheels.sh` (wheels in .whl/, the JPEG
+# no internet). Prepare here first: `bash benchmarks/gpu_wheels.sh` (wheels in .whl/, the JPEG
 # CIFAR-10 files in .gpu_data/); on that machine, with .whl and .gpu_data carried along:
-#   bash scripts/gpu_check.sh OUT paper            # the RiR row, full recipe (<= 9 min)
-#   bash scripts/gpu_check.sh OUT dispatch,speed   # the A/B, then img/s and MFU (<= 9 min)
+#   bash benchmarks/gpu_check.sh OUT paper            # the RiR row, full recipe (<= 9 min)
+#   bash benchmarks/gpu_check.sh OUT dispatch,speed   # the A/B, then img/s and MFU (<= 9 min)
 # (one device command may run 10 minutes: hence two calls; the limits are the stages'). Each stage has its own time limit,
 # so a slow one cannot starve the rest; all output lands in OUT (stage logs, JSON lines,
 # the paper row's results). SMOKE=1 runs the stages for a few steps on synthetic images:

@@ -2,15 +2,15 @@
 # Train rir-jax on a Cloud TPU VM slice: create it, install, prepare data, train, resume.
 #
 #   export TPU_NAME=rir ZONE=us-central2-b BUCKET=gs://my-bucket ACCELERATOR=v4-32
-#   scripts/tpu_vm.sh create
-#   scripts/tpu_vm.sh install
-#   scripts/tpu_vm.sh prepare cifar10 --manual_dir DIR     # DIR on worker 0
-#   scripts/tpu_vm.sh train rir1 configs/rir_cifar.py --config.seed=3
-#   scripts/tpu_vm.sh resume rir1 configs/rir_cifar.py --config.seed=3   # after a preemption
-#   scripts/tpu_vm.sh delete
+#   rir_jax/tpu_vm.sh create
+#   rir_jax/tpu_vm.sh install
+#   rir_jax/tpu_vm.sh prepare cifar10 --manual_dir DIR     # DIR on worker 0
+#   rir_jax/tpu_vm.sh train rir1 configs/rir_cifar.py --config.seed=3
+#   rir_jax/tpu_vm.sh resume rir1 configs/rir_cifar.py --config.seed=3   # after a preemption
+#   rir_jax/tpu_vm.sh delete
 # or, unattended (Spot slices): create, install and train, and after each preemption
 # recreate, reinstall and resume, until the run completes:
-#   SPOT=1 scripts/tpu_vm.sh run rir1 configs/rir_cifar.py --config.seed=3
+#   SPOT=1 rir_jax/tpu_vm.sh run rir1 configs/rir_cifar.py --config.seed=3
 #
 # Never run against Google Cloud: the project's machines have no cloud account (and CI
 # machines may not even have gcloud installed). What is tested (tests/test_tpu_script.py)
@@ -38,7 +38,7 @@
 # on a READY slice: a retry would fail the same way) and after MAX_ATTEMPTS tries.
 set -euo pipefail
 
-readonly USAGE="usage: scripts/tpu_vm.sh [--dry_run] COMMAND [ARGS]
+readonly USAGE="usage: rir_jax/tpu_vm.sh [--dry_run] COMMAND [ARGS]
 
 commands:
   create                      create the TPU VM slice (QUEUED=1: as a queued resource,
@@ -76,7 +76,7 @@ environment:
 readonly VENV='~/rir-venv'
 
 usage_error() {
-  echo "error: $1 (see scripts/tpu_vm.sh --help)" >&2
+  echo "error: $1 (see rir_jax/tpu_vm.sh --help)" >&2
   exit 2
 }
 

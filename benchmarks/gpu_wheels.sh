@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Gets ready, here, what scripts/gpu_check.sh needs on a GPU machine that cannot reach
+# Gets ready, here, what benchmarks/gpu_check.sh needs on a GPU machine that cannot reach
 # the internet: wheels of the Python packages its image lacks (.whl/) and the JPEG CIFAR-10
 # files (.gpu_data/cifar10_jpeg), both ignored by git (.git/info/exclude).
 # That image has jax, flax, optax, orbax and torch for Python 3.12; the versions below are
 # the ones this project's CPU environment runs.
-#   bash scripts/gpu_wheels.sh [path/to/shared/data]
+#   bash benchmarks/gpu_wheels.sh [path/to/shared/data]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data}"
