@@ -52,6 +52,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     if FLAGS.config is None or not FLAGS.workdir:
       raise flags.Error("--config and --workdir are required")
+    for name in ("workdir", "jax_cache_dir"):
+      try:
+        storage.check_supported(FLAGS[name].value or "")
+      except storage.UnsupportedURL as error:
+        raise flags.Error(f"--{name}: {error}") from None
     FLAGS.config.keys()  # the config file loads lazily: make its errors happen here
     if not isinstance(FLAGS.config, ml_collections.ConfigDict):
       raise flags.Error(f"--config: get_config() returned a {type(FLAGS.config).__name__}, "

@@ -13,7 +13,7 @@ import socket
 import jax
 import ml_collections
 
-from rir_jax import data, memory_check, optim, trainer, warm_start
+from rir_jax import data, memory_check, optim, storage, trainer, warm_start
 from rir_jax.data import DATASET_NAMES, batching
 from rir_jax.errors import ConfigError, UsageError, one_line
 from rir_jax.kernels import select
@@ -55,6 +55,15 @@ def _numbers(value, key: str = ""):
     yield key, value
 
 
+def _supported_paths(config: ml_collections.ConfigDict) -> None:
+  """A URL other than gs:// in a path key, before anything (the kernels' line) is printed."""
+  for key in ("data.data_dir", "data.manual_dir", "init_from"):
+    try:
+      storage.check_supported(_get(config, key) or "")
+    except storage.UnsupportedURL as error:
+      raise ConfigError(f"--config.{key}: {error}") from None
+
+
 def _finite(config: ml_collections.ConfigDict) -> None:
   """NaN or inf anywhere (epochs, warm-up, boundaries, rates) only crashes later."""
   for key, value in _numbers(config):
@@ -89,6 +98,7 @@ def validate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -
 
 def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
   """Raises ConfigError (one line) for the first problem found."""
+  _supported_paths(config)
   _finite(config)
   _ranges(config)
   _choice("model.name", config.model.name, MODEL_NAMES)

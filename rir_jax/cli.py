@@ -13,7 +13,7 @@ from typing import Callable, NoReturn
 
 import ml_collections
 
-from rir_jax import data, errors, exported, loading, memory_check, preprocess
+from rir_jax import data, errors, exported, loading, memory_check, preprocess, storage
 from rir_jax import workdir as workdir_lib
 from rir_jax.errors import UsageError
 
@@ -28,6 +28,14 @@ class Parser(argparse.ArgumentParser):
 
   def error(self, message: str) -> NoReturn:
     errors.fail(f"{message} (see {self.prog} --help)")
+
+
+def path_argument(text: str) -> storage.Path:
+  """argparse's type for a path: a local path or gs:// URL, another URL in one line."""
+  try:
+    return storage.user_path(text)
+  except storage.UnsupportedURL as error:
+    raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def quiet_libraries() -> None:

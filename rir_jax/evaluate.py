@@ -26,11 +26,11 @@ SPLITS = ("test", "validation")
 
 def _parser() -> cli.Parser:
   parser = cli.Parser(prog="python -m rir_jax.evaluate", description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, type=storage.user_path)
+  parser.add_argument("--workdir", required=True, type=cli.path_argument)
   parser.add_argument("--split", default="test", choices=SPLITS)
   parser.add_argument("--step", default="last",
                       help="best, last (default) or a step number")
-  parser.add_argument("--out", type=storage.user_path,
+  parser.add_argument("--out", type=cli.path_argument,
                       help="the report's folder (default: WORKDIR/eval)")
   return parser
 

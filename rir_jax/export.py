@@ -12,8 +12,8 @@ from rir_jax import cli, errors, exported, loading, storage
 
 def _parser() -> cli.Parser:
   parser = cli.Parser(prog="python -m rir_jax.export", description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, type=storage.user_path)
-  parser.add_argument("--out", required=True, type=storage.user_path)
+  parser.add_argument("--workdir", required=True, type=cli.path_argument)
+  parser.add_argument("--out", required=True, type=cli.path_argument)
   parser.add_argument("--step", default="best", help="best (default), last or a step number")
   return parser
 

@@ -72,7 +72,10 @@ def load(path, step: str | int = "best", *, kernels: str | None = None,
 
 
 def load_trained(path, step: str | int = "best", *, kernels: str | None = None) -> Trained:
-  path = storage.user_path(os.fspath(path))
+  try:
+    path = storage.user_path(os.fspath(path))
+  except storage.UnsupportedURL as error:
+    raise LoadError(str(error)) from None
   step = parse_step(step)
   if path.is_file():
     try:

@@ -30,9 +30,9 @@ _BATCH = 256
 
 def _parser() -> cli.Parser:
   parser = cli.Parser(prog="python -m rir_jax.predict", description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, type=storage.user_path,
+  parser.add_argument("--workdir", required=True, type=cli.path_argument,
                       help="a training workdir or a file written by rir_jax.export")
-  parser.add_argument("paths", nargs="+", type=storage.user_path, metavar="IMAGE_OR_FOLDER")
+  parser.add_argument("paths", nargs="+", type=cli.path_argument, metavar="IMAGE_OR_FOLDER")
   parser.add_argument("--step", default="best", help="best (default), last or a step number")
   parser.add_argument("--top_k", type=int, default=5)
   parser.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -24,11 +24,13 @@ import io
 import json
 import os
 import pathlib
+import re
 from typing import Union
 
 from etils import epath
 
 GCS_PREFIX = "gs://"
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")  # a scheme, as RFC 3986 spells it
 
 Path = Union[pathlib.Path, epath.Path]
 
@@ -51,8 +53,33 @@ def read_json_object(path: Path) -> dict:
   return content
 
 
+class UnsupportedURL(ValueError):
+  """A URL of storage other than gs:// (s3://, https://, file://)."""
+
+
+def check_supported(text: str | os.PathLike) -> None:
+  """Raises UnsupportedURL for a URL other than gs://. Read as a local path, `s3://b/run`
+  would become a folder named `s3:` in the current directory, and `https://host/x.png` a
+  file reported missing under a name the user never typed (`https:/host/x.png`)."""
+  text = os.fspath(text)
+  match = _URL.match(text)
+  if match is None or text.startswith(GCS_PREFIX):
+    return
+  scheme = match.group(1)
+  if scheme.lower() == "file":
+    hint = f"give the path itself ({text[len(match.group(0)):]})"
+  elif scheme.lower() == "gs":
+    hint = "write gs:// in lower case"
+  else:
+    hint = "copy or mount it on this machine and give the local path"
+  raise UnsupportedURL(f"{text}: rir-jax reads and writes local paths and gs:// URLs, not "
+                       f"{scheme}:// ones; {hint}")
+
+
 def as_path(text: str | os.PathLike) -> Path:
-  """A gs:// URL as an epath.Path, anything else as a local pathlib.Path."""
+  """A gs:// URL as an epath.Path, anything else as a local pathlib.Path; UnsupportedURL
+  for another URL."""
+  check_supported(text)
   text = os.fspath(text)
   return epath.Path(text) if is_remote(text) else pathlib.Path(text)
 

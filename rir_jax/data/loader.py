@@ -120,6 +120,11 @@ def _prepared_builder(name, data_dir, manual_dir, download):
   """The builder of `name`, prepared from manual_dir or a download if it is not yet."""
   cls = registry.builder_class(name)
   data_dir = os.path.expanduser(os.fspath(data_dir or default_data_dir()))
+  for key, given in (("data_dir", data_dir), ("manual_dir", manual_dir)):
+    try:
+      storage.check_supported(given or "")
+    except storage.UnsupportedURL as error:
+      raise DataError(f"{key} {error}") from None
   if storage.is_remote(data_dir):
     return _prepared_remote_builder(name, cls, data_dir, manual_dir, download)
   if manual_dir is not None:
